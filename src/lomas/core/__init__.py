@@ -1,0 +1,1 @@
+"""Wire models shared by the client and the server (the Lomas 0.4 protocol)."""

@@ -1,0 +1,71 @@
+"""Response bodies of the Lomas 0.4 protocol."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, Field
+
+from lomas.core.errors import DPLibrary
+
+
+class InitialBudgetResponse(BaseModel):
+    initial_epsilon: float
+    initial_delta: float
+
+
+class SpentBudgetResponse(BaseModel):
+    total_spent_epsilon: float
+    total_spent_delta: float
+
+
+class RemainingBudgetResponse(BaseModel):
+    remaining_epsilon: float
+    remaining_delta: float
+
+
+class CostResponse(BaseModel):
+    epsilon: float
+    delta: float
+
+
+class DummyDatasetResponse(BaseModel):
+    """A dummy frame as a pandas `to_dict(orient="tight")` dict, with the dtypes to restore it."""
+
+    dtypes: dict[str, str]
+    datetime_columns: list[str]
+    dummy_df: dict[str, Any]
+
+
+class SmartnoiseSQLResult(BaseModel):
+    res_type: Literal[DPLibrary.SMARTNOISE_SQL] = DPLibrary.SMARTNOISE_SQL
+    df: dict[str, Any]
+
+
+QueryResult = Annotated[Union[SmartnoiseSQLResult], Field(discriminator="res_type")]
+
+
+class QueryResponse(CostResponse):
+    requested_by: str
+    result: QueryResult
+
+
+class ArchivedQuery(BaseModel):
+    """One entry of a user's history (`dp_librairy` is the 0.4 protocol's spelling)."""
+
+    user_name: str
+    dataset_name: str
+    dp_librairy: DPLibrary
+    client_input: dict[str, Any]
+    response: dict[str, Any]
+    timestamp: float
+
+
+class PreviousQueriesResponse(BaseModel):
+    previous_queries: list[ArchivedQuery]
+
+
+class StateResponse(BaseModel):
+    requested_by: str | None = None
+    state: dict[str, Any]
+

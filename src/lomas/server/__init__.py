@@ -1,0 +1,1 @@
+"""The Lomas server: FastAPI application, admin store, budget ledger, data and DP engines."""

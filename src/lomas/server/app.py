@@ -1,0 +1,91 @@
+"""The FastAPI application: wiring of settings, store, ledger, data cache and engines."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from lomas import __version__
+from lomas.core.errors import InternalServerError, InvalidQueryError, LomasError
+from lomas.server.config import Settings
+from lomas.server.data.cache import DatasetCache
+from lomas.server.data.connectors import parse_access, read_frame
+from lomas.server.data.frame import DataFrameSource
+from lomas.server.engines.smartnoise_sql import SmartnoiseSQLEngine
+from lomas.server.ledger import Ledger
+from lomas.server.queries import QueryService
+from lomas.server.routes import protocol_router
+from lomas.server.store.db import make_engine, session_factory
+from lomas.server.store.service import AdminStore, DatasetRecord
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """Everything a request handler needs, built once per process."""
+
+    settings: Settings
+    store: AdminStore
+    queries: QueryService
+    smartnoise_sql: SmartnoiseSQLEngine
+
+
+def _load_private_frame(dataset: DatasetRecord) -> DataFrameSource:
+    return DataFrameSource(read_frame(parse_access(dataset.access), dataset.metadata))
+
+
+def build_services(settings: Settings) -> Services:
+    sessions = session_factory(make_engine(settings.store_url))
+    store = AdminStore(sessions)
+    ledger = Ledger(sessions, settings.reservation_timeout_s)
+    cache = DatasetCache(_load_private_frame)
+    return Services(
+        settings=settings,
+        store=store,
+        queries=QueryService(store, ledger, cache, settings.limits.max_dummy_rows),
+        smartnoise_sql=SmartnoiseSQLEngine(settings.limits.max_query_length),
+    )
+
+
+async def _lomas_error(_request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, LomasError)
+    return JSONResponse(error.to_model().model_dump(mode="json"), status_code=error.status_code)
+
+
+async def _validation_error(_request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    problems = "; ".join(
+        f"{'.'.join(str(part) for part in problem['loc'] if part != 'body') or 'body'}: {problem['msg']}"
+        for problem in error.errors()
+    )
+    body = InvalidQueryError(f"Invalid request: {problems}").to_model().model_dump(mode="json")
+    return JSONResponse(body, status_code=422)
+
+
+async def _unexpected_error(_request: Request, error: Exception) -> JSONResponse:
+    logger.error("unhandled %s", type(error).__name__, exc_info=error)
+    return JSONResponse(InternalServerError().to_model().model_dump(mode="json"), status_code=500)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    app = FastAPI(
+        title="Lomas",
+        version=__version__,
+        description="Differentially private queries on datasets that never leave their owner's server.",
+    )
+    app.state.services = build_services(settings)
+    app.add_exception_handler(LomasError, _lomas_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+    app.include_router(protocol_router())
+    if settings.auth.open_mode:
+        logger.warning(
+            "Open mode: callers are identified by the unauthenticated 'user-name' header. "
+            "Anyone who reaches this server can act as any user."
+        )
+    return app

@@ -1,0 +1,221 @@
+"""SmartNoise-SQL engine.
+
+Planning parses and rewrites the query with SmartNoise-SQL against the public metadata only; the
+rewrite (about 30 ms of parsing in the library) is cached per query text, budget, mechanisms and
+metadata version, because the rewritten query and its mechanisms hold no randomness: noise is drawn
+afresh by each mechanism release. Execution runs the rewritten inner query on DuckDB over the
+in-memory frame (a sandboxed connection without file or network access), then lets SmartNoise-SQL
+add noise, censor rare dimensions and post-process.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from snsql import Privacy
+from snsql.metadata import Metadata as SnsqlMetadata
+from snsql.sql._mechanisms.base import Mechanism
+from snsql.sql.odometer import OdometerHeterogeneous
+from snsql.sql.private_reader import PrivateReader
+from snsql.sql.privacy import Stat
+from snsql.sql.reader.base import SqlReader
+
+from lomas.core.errors import DPLibrary, InvalidQueryError
+from lomas.core.frames import frame_to_tight
+from lomas.core.metadata import CATEGORICAL_COLUMNS, DatetimeMetadata, Metadata
+from lomas.core.requests import SmartnoiseSQLCostRequest, SmartnoiseSQLQueryRequest
+from lomas.core.responses import SmartnoiseSQLResult
+from lomas.server.data.frame import TABLE_NAME, DataFrameSource
+from lomas.server.engines.base import Cost, Engine
+from lomas.server.store.service import DatasetRecord
+
+_SQL_DIALECT = "Postgres"  # DuckDB reads the SQL that SmartNoise-SQL writes for PostgreSQL
+_STATS = {stat.name: stat for stat in Stat}
+_MECHANISMS = {mechanism.name: mechanism for mechanism in Mechanism}
+
+
+def snsql_metadata(metadata: Metadata, censor_dims: bool) -> SnsqlMetadata:
+    """The metadata in SmartNoise-SQL's own form, for the single table `df`."""
+    table: dict[str, Any] = {
+        "max_ids": metadata.max_ids,
+        "rows": metadata.rows,
+        "row_privacy": metadata.row_privacy,
+        "censor_dims": censor_dims,
+        "clamp_counts": True,
+    }
+    for name, column in metadata.columns.items():
+        spec: dict[str, Any] = {"type": column.type, "nullable": column.nullable, "private_id": column.private_id}
+        if not isinstance(column, DatetimeMetadata):
+            for key in ("lower", "upper", "cardinality"):
+                if getattr(column, key, None) is not None:
+                    spec[key] = getattr(column, key)
+        table[name] = spec
+    return SnsqlMetadata.from_dict({"": {"": {TABLE_NAME: table}}})
+
+
+class _NoDataReader(SqlReader):
+    """Stands in for a database while planning: it refuses to execute anything."""
+
+    def __init__(self) -> None:
+        super().__init__(_SQL_DIALECT)
+
+    def execute(self, query: str, *ignore: Any, accuracy: bool = False) -> list[Any]:
+        raise RuntimeError("planning never reads data")
+
+
+class _DuckDBReader(SqlReader):
+    """Runs SmartNoise-SQL's rewritten (exact aggregate) query on a frame through DuckDB."""
+
+    def __init__(self, data: DataFrameSource) -> None:
+        super().__init__(_SQL_DIALECT)
+        self._data = data
+
+    def execute(self, query: str, *ignore: Any, accuracy: bool = False) -> list[Any]:
+        with self._data.sql() as cursor:
+            result = cursor.execute(query)
+            names = tuple(description[0] for description in result.description)
+            return [names, *result.fetchall()]
+
+
+class _PlannedReader(PrivateReader):
+    """A PrivateReader that reuses a cached rewrite instead of rewriting the query again."""
+
+    def __init__(self, reader: SqlReader, plan: _Prepared) -> None:
+        super().__init__(reader, plan.metadata, privacy=plan.privacy)
+        self._rewritten = (plan.subquery, plan.outer)
+
+    def _rewrite_ast(self, query: Any) -> tuple[Any, Any]:
+        self._options.max_contrib = query.max_ids
+        self._refresh_options()
+        return self._rewritten
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """The library's view of one query: parsed, rewritten and priced. Shared, never mutated."""
+
+    metadata: SnsqlMetadata
+    privacy: Privacy
+    query: Any
+    subquery: Any
+    outer: Any
+    cost: Cost
+
+
+@dataclass(frozen=True)
+class SqlPlan:
+    prepared: _Prepared
+    postprocess: bool
+
+
+class SmartnoiseSQLEngine(Engine[SmartnoiseSQLCostRequest, SqlPlan]):
+    library = DPLibrary.SMARTNOISE_SQL
+
+    def __init__(self, max_query_length: int, cache_size: int = 512) -> None:
+        self._max_query_length = max_query_length
+        self._cache: OrderedDict[tuple[Any, ...], _Prepared] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    def plan(self, request: SmartnoiseSQLCostRequest, dataset: DatasetRecord) -> SqlPlan:
+        if len(request.query_str) > self._max_query_length:
+            raise InvalidQueryError(
+                f"The query is {len(request.query_str)} characters long; the limit is {self._max_query_length}."
+            )
+        mechanisms = _checked_mechanisms(request.mechanisms)
+        key = (dataset.name, dataset.version, request.query_str, request.epsilon, request.delta, mechanisms)
+        with self._lock:
+            prepared = self._cache.get(key)
+            if prepared is not None:
+                self._cache.move_to_end(key)
+        if prepared is None:
+            prepared = _prepare(request, dataset.metadata, mechanisms)
+            with self._lock:
+                self._cache[key] = prepared
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        postprocess = request.postprocess if isinstance(request, SmartnoiseSQLQueryRequest) else True
+        return SqlPlan(prepared, postprocess)
+
+    def cost(self, plan: SqlPlan) -> Cost:
+        return plan.prepared.cost
+
+    def run(self, plan: SqlPlan, data: DataFrameSource) -> SmartnoiseSQLResult:
+        prepared = plan.prepared
+        reader = _PlannedReader(_DuckDBReader(data), prepared)
+        rows = reader._execute_ast(prepared.query, postprocess=plan.postprocess)
+        if plan.postprocess:
+            columns, *values = rows
+        else:
+            columns, values = [symbol.name for symbol in prepared.subquery._select_symbols], list(rows)
+        return SmartnoiseSQLResult(df=frame_to_tight(pd.DataFrame(values, columns=columns)))
+
+
+def _checked_mechanisms(mechanisms: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    for stat, mechanism in mechanisms.items():
+        if stat not in _STATS:
+            raise InvalidQueryError(f"Unknown statistic {stat!r} in mechanisms; use one of {sorted(_STATS)}.")
+        if mechanism not in _MECHANISMS:
+            raise InvalidQueryError(
+                f"Unknown mechanism {mechanism!r} for {stat!r}; use one of {sorted(_MECHANISMS)}."
+            )
+    return tuple(sorted(mechanisms.items()))
+
+
+def _prepare(
+    request: SmartnoiseSQLCostRequest, metadata: Metadata, mechanisms: tuple[tuple[str, str], ...]
+) -> _Prepared:
+    privacy = Privacy(epsilon=request.epsilon, delta=request.delta)
+    for stat, mechanism in mechanisms:
+        privacy.mechanisms.map[_STATS[stat]] = _MECHANISMS[mechanism]
+    try:
+        sn_metadata = snsql_metadata(metadata, metadata.censor_dims)
+        query = PrivateReader(_NoDataReader(), sn_metadata, privacy=privacy).parse_query_string(request.query_str)
+        if not metadata.censor_dims and not _groups_by_public_categories(query, metadata):
+            # Only declared categories are public: other GROUP BY keys are thresholded anyway.
+            sn_metadata = snsql_metadata(metadata, True)
+            query = PrivateReader(_NoDataReader(), sn_metadata, privacy=privacy).parse_query_string(request.query_str)
+        planner = PrivateReader(_NoDataReader(), sn_metadata, privacy=privacy)
+        planner._options.censor_dims = query.censor_dims
+        subquery, outer = planner._rewrite_ast(query)
+        mechanisms_used = [symbol.mechanism for symbol in subquery._select_symbols]
+    except Exception as error:  # the library's parser and rewriter report unsupported SQL this way
+        raise InvalidQueryError(f"Unsupported or invalid SmartNoise-SQL query: {error}") from error
+    _check_runnable(query, subquery, mechanisms_used)
+    odometer = OdometerHeterogeneous(privacy)
+    for mechanism in mechanisms_used:
+        if mechanism is not None:
+            odometer.spend(Privacy(epsilon=mechanism.epsilon, delta=mechanism.delta))
+    epsilon, delta = odometer.spent
+    return _Prepared(sn_metadata, privacy, query, subquery, outer, Cost(float(epsilon), float(delta)))
+
+
+def _groups_by_public_categories(query: Any, metadata: Metadata) -> bool:
+    if query.agg is None:
+        return True
+    for grouping in query.agg.groupingExpressions:
+        name = getattr(grouping.expression, "name", None)
+        column = metadata.columns.get(str(name)) if name is not None else None
+        if not isinstance(column, CATEGORICAL_COLUMNS):
+            return False
+    return True
+
+
+def _check_runnable(query: Any, subquery: Any, mechanisms: list[Any]) -> None:
+    """Refuse before any data is read what SmartNoise-SQL would only refuse while executing."""
+    if not any(mechanism is not None for mechanism in mechanisms):
+        raise InvalidQueryError("The query has no differentially private aggregate (COUNT, SUM, AVG...).")
+    if any(mechanism is not None and mechanism.sensitivity == float("inf") for mechanism in mechanisms):
+        raise InvalidQueryError("The query aggregates a column without bounds; declare lower and upper in the metadata.")
+    if query.censor_dims:
+        key_counts = [symbol.is_key_count for symbol in subquery._select_symbols]
+        if not any(key_counts):
+            raise InvalidQueryError("The query needs a key count to censor rare dimensions.")
+        try:
+            mechanisms[key_counts.index(True)].threshold
+        except ValueError as error:
+            raise InvalidQueryError(f"Rare GROUP BY keys are censored: {error}") from error

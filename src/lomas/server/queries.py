@@ -1,0 +1,120 @@
+"""The way a query travels (DESIGN.md section 3), for every engine.
+
+identify -> load dataset and grant -> engine.plan -> engine.cost -> ledger.reserve -> data ->
+engine.run -> ledger.charge (+ archive) -> response. Dummy queries run on dummy data with no ledger;
+cost requests stop after `cost`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import BaseModel
+
+from lomas.core.errors import (
+    ExternalLibraryError,
+    InternalServerError,
+    InvalidQueryError,
+    LomasError,
+    UnauthorizedAccessError,
+)
+from lomas.core.requests import DummyMixin, LomasRequest
+from lomas.core.responses import CostResponse, QueryResponse
+from lomas.server.data.cache import DatasetCache
+from lomas.server.data.connectors import DataUnavailableError
+from lomas.server.data.frame import DataFrameSource
+from lomas.server.dummy import make_dummy_frame
+from lomas.server.engines.base import Engine
+from lomas.server.ledger import Ledger
+from lomas.server.store.service import AdminStore, DatasetRecord, NotFoundError
+
+logger = logging.getLogger(__name__)
+
+FAILED_ON_PRIVATE_DATA = (
+    "The query failed while running on the private data. Its cost was charged, because private data "
+    "was read. Try it on the dummy dataset first to find the problem."
+)
+DATA_UNAVAILABLE = "The dataset cannot be read right now; no budget was spent. Please contact the administrator."
+
+
+class QueryService:
+    def __init__(
+        self, store: AdminStore, ledger: Ledger, cache: DatasetCache, max_dummy_rows: int
+    ) -> None:
+        self.store = store
+        self.ledger = ledger
+        self.cache = cache
+        self.max_dummy_rows = max_dummy_rows
+
+    # -- access ----------------------------------------------------------------------------------
+    def authorized_dataset(self, user_name: str, dataset_name: str) -> DatasetRecord:
+        """The dataset, if the caller is a known user with an active grant on it."""
+        if not self.store.user_exists(user_name):
+            raise UnauthorizedAccessError(f"User {user_name} does not exist. Please, verify the client object initialisation.")
+        try:
+            dataset = self.store.dataset(dataset_name)
+        except NotFoundError:
+            dataset = None
+        if dataset is None or not any(not g.revoked for g in self.store.grants(user_name, dataset_name)):
+            raise UnauthorizedAccessError(f"{user_name} does not have access to {dataset_name}.")
+        return dataset
+
+    def dummy_frame(self, dataset: DatasetRecord, nb_rows: int, seed: int) -> DataFrameSource:
+        if nb_rows > self.max_dummy_rows:
+            raise InvalidQueryError(f"dummy_nb_rows is {nb_rows}; the limit is {self.max_dummy_rows} rows.")
+        return DataFrameSource(make_dummy_frame(dataset.metadata, nb_rows, seed))
+
+    # -- the three kinds of query ------------------------------------------------------------------
+    def cost(self, user_name: str, request: LomasRequest, engine: Engine[Any, Any]) -> CostResponse:
+        dataset = self.authorized_dataset(user_name, request.dataset_name)
+        cost = engine.cost(engine.plan(request, dataset))
+        return CostResponse(epsilon=cost.epsilon, delta=cost.delta)
+
+    def dummy_query(self, user_name: str, request: LomasRequest, engine: Engine[Any, Any]) -> QueryResponse:
+        assert isinstance(request, DummyMixin)
+        dataset = self.authorized_dataset(user_name, request.dataset_name)
+        plan = engine.plan(request, dataset)
+        cost = engine.cost(plan)
+        data = self.dummy_frame(dataset, request.dummy_nb_rows, request.dummy_seed)
+        try:
+            result = engine.run(plan, data)
+        except LomasError:
+            raise
+        except Exception as error:  # dummy data is public: the library's message may be shown
+            raise ExternalLibraryError(engine.library, f"Error executing query on the dummy dataset: {error}") from error
+        return QueryResponse(epsilon=cost.epsilon, delta=cost.delta, requested_by=user_name, result=result)
+
+    def query(self, user_name: str, request: LomasRequest, engine: Engine[Any, Any]) -> QueryResponse:
+        dataset = self.authorized_dataset(user_name, request.dataset_name)
+        if not self.store.may_query(user_name):
+            raise UnauthorizedAccessError(f"{user_name} is not allowed to query at the moment.")
+        plan = engine.plan(request, dataset)
+        cost = engine.cost(plan)
+        client_input = request.model_dump(mode="json")
+        reservation = self.ledger.reserve(
+            user_name, dataset.name, engine.library, client_input, cost.epsilon, cost.delta
+        )
+        try:
+            data = self.cache.get(dataset)
+        except DataUnavailableError:
+            logger.exception("dataset %s unavailable", dataset.name)
+            self.ledger.release(reservation)
+            raise InternalServerError(DATA_UNAVAILABLE) from None
+        except BaseException:
+            self.ledger.release(reservation)
+            raise
+        # From here on private data has been read: the cost is charged whatever happens.
+        try:
+            result = engine.run(plan, data)
+            response = QueryResponse(epsilon=cost.epsilon, delta=cost.delta, requested_by=user_name, result=result)
+        except BaseException as error:
+            logger.error("query on %s failed after reading private data (%s)", dataset.name, type(error).__name__)
+            self.ledger.charge(reservation, None, error=FAILED_ON_PRIVATE_DATA)
+            raise ExternalLibraryError(engine.library, FAILED_ON_PRIVATE_DATA) from None
+        self.ledger.charge(reservation, _archived(response))
+        return response
+
+
+def _archived(response: BaseModel) -> dict[str, Any]:
+    return response.model_dump(mode="json")

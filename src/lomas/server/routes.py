@@ -1,0 +1,160 @@
+"""HTTP routes of the Lomas 0.4 protocol. Thin: identify the caller, then call a service.
+
+Handlers are plain functions, so FastAPI runs them in its thread pool: DP work and store access never
+block the event loop.
+"""
+
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import RedirectResponse
+
+from lomas import __version__
+from lomas.core.errors import INTERNAL_SERVER_ERROR, ErrorModel
+from lomas.core.frames import frame_to_tight
+from lomas.core.requests import (
+    DummyDatasetRequest,
+    LomasRequest,
+    SmartnoiseSQLCostRequest,
+    SmartnoiseSQLDummyQueryRequest,
+    SmartnoiseSQLQueryRequest,
+)
+from lomas.core.responses import (
+    ArchivedQuery,
+    CostResponse,
+    DummyDatasetResponse,
+    InitialBudgetResponse,
+    PreviousQueriesResponse,
+    QueryResponse,
+    RemainingBudgetResponse,
+    SpentBudgetResponse,
+    StateResponse,
+)
+from lomas.server.auth import caller_from_request
+from lomas.server.data.dtypes import datetime_columns
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorModel, "description": description}
+    for code, description in [
+        (400, "Invalid query (for example not enough budget)"),
+        (401, "Caller not identified"),
+        (403, "No access to this dataset"),
+        (422, "Malformed request or library error"),
+        (500, INTERNAL_SERVER_ERROR),
+    ]
+}
+
+
+def services(request: Request) -> Any:
+    return request.app.state.services
+
+
+def caller(request: Request) -> str:
+    return caller_from_request(request, request.app.state.services.settings.auth.open_mode)
+
+
+Services = Annotated[Any, Depends(services)]
+Caller = Annotated[str, Depends(caller)]
+
+
+def protocol_router() -> APIRouter:
+    router = APIRouter(responses=_ERRORS)
+
+    @router.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/state")
+
+    @router.get("/state", tags=["state"])
+    def state(request: Request) -> StateResponse:
+        return StateResponse(
+            requested_by=request.headers.get("user-name"), state={"LIVE": True, "version": __version__}
+        )
+
+    @router.post("/get_dataset_metadata", tags=["dataset"])
+    def get_dataset_metadata(body: LomasRequest, user: Caller, svc: Services) -> dict[str, Any]:
+        dataset = svc.queries.authorized_dataset(user, body.dataset_name)
+        return dataset.metadata.model_dump(mode="json", exclude_none=True)
+
+    @router.post("/get_dummy_dataset", tags=["dataset"])
+    def get_dummy_dataset(body: DummyDatasetRequest, user: Caller, svc: Services) -> DummyDatasetResponse:
+        dataset = svc.queries.authorized_dataset(user, body.dataset_name)
+        frame = svc.queries.dummy_frame(dataset, body.dummy_nb_rows, body.dummy_seed).frame
+        return DummyDatasetResponse(
+            dtypes={name: str(dtype) for name, dtype in frame.dtypes.items()},
+            datetime_columns=datetime_columns(dataset.metadata),
+            dummy_df=frame_to_tight(frame),
+        )
+
+    @router.post("/get_initial_budget", tags=["budget"])
+    def get_initial_budget(body: LomasRequest, user: Caller, svc: Services) -> InitialBudgetResponse:
+        budget = svc.queries.ledger.budget(user, body.dataset_name)
+        return InitialBudgetResponse(initial_epsilon=budget.initial_epsilon, initial_delta=budget.initial_delta)
+
+    @router.post("/get_total_spent_budget", tags=["budget"])
+    def get_total_spent_budget(body: LomasRequest, user: Caller, svc: Services) -> SpentBudgetResponse:
+        budget = svc.queries.ledger.budget(user, body.dataset_name)
+        return SpentBudgetResponse(total_spent_epsilon=budget.spent_epsilon, total_spent_delta=budget.spent_delta)
+
+    @router.post("/get_remaining_budget", tags=["budget"])
+    def get_remaining_budget(body: LomasRequest, user: Caller, svc: Services) -> RemainingBudgetResponse:
+        budget = svc.queries.ledger.budget(user, body.dataset_name)
+        return RemainingBudgetResponse(
+            remaining_epsilon=budget.remaining_epsilon, remaining_delta=budget.remaining_delta
+        )
+
+    @router.post("/get_previous_queries", tags=["budget"])
+    def get_previous_queries(body: LomasRequest, user: Caller, svc: Services) -> PreviousQueriesResponse:
+        svc.queries.authorized_dataset(user, body.dataset_name)
+        return PreviousQueriesResponse(
+            previous_queries=[
+                ArchivedQuery(
+                    user_name=entry.user_name,
+                    dataset_name=entry.dataset_name,
+                    dp_librairy=entry.library,
+                    client_input=entry.client_input,
+                    response=entry.response if entry.response is not None else {"error": entry.error},
+                    timestamp=entry.created_at.timestamp(),
+                )
+                for entry in svc.store.archives(user, body.dataset_name)
+            ]
+        )
+
+    _library_routes(
+        router,
+        "smartnoise_sql",
+        lambda svc: svc.smartnoise_sql,
+        SmartnoiseSQLQueryRequest,
+        SmartnoiseSQLDummyQueryRequest,
+        SmartnoiseSQLCostRequest,
+    )
+    return router
+
+
+def _library_routes(
+    router: APIRouter,
+    library: str,
+    engine_of: Callable[[Any], Any],
+    query_model: type[LomasRequest],
+    dummy_model: type[LomasRequest],
+    cost_model: type[LomasRequest],
+) -> None:
+    """The three routes every DP library has: query, dummy query and cost estimate."""
+
+    def query(body: query_model, user: Caller, svc: Services) -> QueryResponse:  # type: ignore[valid-type]
+        return svc.queries.query(user, body, engine_of(svc))
+
+    def dummy_query(body: dummy_model, user: Caller, svc: Services) -> QueryResponse:  # type: ignore[valid-type]
+        return svc.queries.dummy_query(user, body, engine_of(svc))
+
+    def estimate_cost(body: cost_model, user: Caller, svc: Services) -> CostResponse:  # type: ignore[valid-type]
+        return svc.queries.cost(user, body, engine_of(svc))
+
+    router.add_api_route(f"/{library}_query", query, methods=["POST"], tags=[library], name=f"{library}_query")
+    router.add_api_route(
+        f"/dummy_{library}_query", dummy_query, methods=["POST"], tags=[library], name=f"dummy_{library}_query"
+    )
+    router.add_api_route(
+        f"/estimate_{library}_cost", estimate_cost, methods=["POST"], tags=[library], name=f"estimate_{library}_cost"
+    )

@@ -1,0 +1,108 @@
+"""SQLAlchemy tables of the admin store. Schema changes go through Alembic migrations."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(256), unique=True)
+    may_query: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    grants: Mapped[list[Grant]] = relationship(back_populates="user")
+
+
+class Dataset(Base):
+    """A private dataset: where its data lives (`access`) and its public metadata.
+
+    `version` grows each time the dataset is re-registered, so cached frames and cached query
+    plans of an older version are never reused.
+    """
+
+    __tablename__ = "datasets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(256), unique=True)
+    access: Mapped[dict[str, Any]] = mapped_column(JSON)
+    metadata_doc: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    grants: Mapped[list[Grant]] = relationship(back_populates="dataset")
+
+
+class Grant(Base):
+    """A user's budget on a dataset, under basic sequential composition.
+
+    Spent and reserved amounts are exact decimal sums kept as text (see `ledger.py`), so the spent
+    budget is always exactly the sum of the archived costs.
+    """
+
+    __tablename__ = "grants"
+    __table_args__ = (UniqueConstraint("user_id", "dataset_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    initial_epsilon: Mapped[float] = mapped_column(Float)
+    initial_delta: Mapped[float] = mapped_column(Float)
+    spent_epsilon: Mapped[str] = mapped_column(String(128), default="0")
+    spent_delta: Mapped[str] = mapped_column(String(128), default="0")
+    reserved_epsilon: Mapped[str] = mapped_column(String(128), default="0")
+    reserved_delta: Mapped[str] = mapped_column(String(128), default="0")
+    lock_version: Mapped[int] = mapped_column(Integer, default=0)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    user: Mapped[User] = relationship(back_populates="grants")
+    dataset: Mapped[Dataset] = relationship(back_populates="grants")
+
+
+class QueryStatus(StrEnum):
+    RESERVED = "reserved"  # budget held, execution under way
+    CHARGED = "charged"  # private data was (or may have been) touched: the cost is spent
+    RELEASED = "released"  # private data was never read: the reservation was given back
+
+
+class Query(Base):
+    """One query against private data: its budget reservation, its charge, and its archive entry."""
+
+    __tablename__ = "queries"
+    __table_args__ = (
+        Index("ix_queries_user_dataset", "user_id", "dataset_id", "status"),
+        Index("ix_queries_status_expires", "status", "expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    library: Mapped[str] = mapped_column(String(32))
+    client_input: Mapped[dict[str, Any]] = mapped_column(JSON)
+    response: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    epsilon: Mapped[float] = mapped_column(Float)
+    delta: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    user: Mapped[User] = relationship()
+    dataset: Mapped[Dataset] = relationship()
