@@ -12,6 +12,9 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 
+_EARLIEST, _LATEST = datetime(1678, 1, 1), datetime(2261, 12, 31)  # what nanosecond timestamps hold
+
+
 class ColumnType(StrEnum):
     """Column types of the metadata format (categorical ones are inferred from `cardinality`)."""
 
@@ -78,6 +81,13 @@ class IntMetadata(_Bounded):
     lower: int
     upper: int
 
+    @model_validator(mode="after")
+    def _bounds_fit_precision(self) -> IntMetadata:
+        limit = 2 ** (self.precision.value - 1)
+        if not (-limit <= self.lower and self.upper < limit):
+            raise ValueError(f"Bounds must fit in a {self.precision.value}-bit integer.")
+        return self
+
 
 class IntCategoricalMetadata(_Categorical):
     type: Literal[ColumnType.INT]
@@ -101,6 +111,13 @@ class DatetimeMetadata(_Bounded):
     type: Literal[ColumnType.DATETIME]
     lower: datetime
     upper: datetime
+
+    @model_validator(mode="after")
+    def _bounds_in_supported_range(self) -> DatetimeMetadata:
+        for bound in (self.lower, self.upper):
+            if not (_EARLIEST <= bound.replace(tzinfo=None) <= _LATEST):
+                raise ValueError("Datetime bounds must lie between 1678-01-01 and 2261-12-31.")
+        return self
 
 
 def _column_tag(value: Any) -> str | None:

@@ -20,14 +20,14 @@ class LomasRequest(BaseModel):
 
 class DummyDatasetRequest(LomasRequest):
     dummy_nb_rows: Annotated[int, Field(gt=0)] = DUMMY_NB_ROWS
-    dummy_seed: int = DUMMY_SEED
+    dummy_seed: Annotated[int, Field(ge=0, lt=2**63)] = DUMMY_SEED
 
 
 class DummyMixin(BaseModel):
     """Fields a dummy query adds to the real one."""
 
     dummy_nb_rows: Annotated[int, Field(gt=0)] = DUMMY_NB_ROWS
-    dummy_seed: int = DUMMY_SEED
+    dummy_seed: Annotated[int, Field(ge=0, lt=2**63)] = DUMMY_SEED
 
 
 class SmartnoiseSQLCostRequest(LomasRequest):

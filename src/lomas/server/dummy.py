@@ -33,19 +33,25 @@ def _random_strings(rng: np.random.Generator, nb_rows: int) -> np.ndarray:
     return codes.view(f"S{STRING_LENGTH}").ravel().astype(f"U{STRING_LENGTH}")
 
 
+def _float32_bounds(column: FloatMetadata) -> tuple[np.float32, np.float32]:
+    """The outermost float32 values inside [lower, upper] (the bounds may fall between float32s)."""
+    lower, upper = np.float32(column.lower), np.float32(column.upper)
+    # Compare as Python floats: numpy 2 would compare a float32 with a Python float in float32.
+    if float(lower) < column.lower:
+        lower = np.nextafter(lower, np.float32(np.inf))
+    if float(upper) > column.upper:
+        upper = np.nextafter(upper, np.float32(-np.inf))
+    return lower, upper
+
+
 def _uniform_floats(rng: np.random.Generator, column: FloatMetadata, nb_rows: int) -> np.ndarray:
-    # Convex combination: unlike `lower + u * (upper - lower)` it cannot overflow for finite bounds.
     u = rng.random(nb_rows)
+    # Unlike `lower + u * (upper - lower)`, the convex combination cannot overflow for finite bounds;
+    # rounding may still step just outside them, hence the clip.
     values = (1.0 - u) * column.lower + u * column.upper
     if column.precision == Precision.SINGLE:
-        # Rounding to float32 may step just outside the bounds: clip to the float32 values inside.
-        lower, upper = np.float32(column.lower), np.float32(column.upper)
-        if lower < column.lower:
-            lower = np.nextafter(lower, np.float32(np.inf))
-        if upper > column.upper:
-            upper = np.nextafter(upper, np.float32(-np.inf))
-        return np.clip(values.astype(np.float32), lower, upper)
-    return values
+        return np.clip(values.astype(np.float32), *_float32_bounds(column))
+    return np.clip(values, column.lower, column.upper)
 
 
 def _uniform_datetimes(rng: np.random.Generator, column: DatetimeMetadata, nb_rows: int) -> np.ndarray:
@@ -87,4 +93,5 @@ def make_dummy_frame(metadata: Metadata, nb_rows: int, seed: int) -> pd.DataFram
     nullable columns are missing, non-nullable columns have none.
     """
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({name: _dummy_column(rng, column, nb_rows) for name, column in metadata.columns.items()})
+    columns = metadata.columns.items()
+    return pd.DataFrame({name: _dummy_column(rng, column, nb_rows) for name, column in columns})

@@ -62,11 +62,7 @@ def _to_datetime(series: pd.Series) -> pd.Series:
 
 
 def _cast(series: pd.Series, dtype: str) -> pd.Series:
-    if dtype == DATETIME_DTYPE:
-        return _to_datetime(series)
-    if dtype.startswith(("Int", "float")):
-        return pd.to_numeric(series).astype(dtype)
-    return series.astype(dtype)
+    return _to_datetime(series) if dtype == DATETIME_DTYPE else series.astype(dtype)
 
 
 def coerce_frame(df: pd.DataFrame, metadata: Metadata) -> pd.DataFrame:

@@ -25,7 +25,9 @@ def demo_datasets() -> list[DemoDataset]:
     return [
         DemoDataset("PENGUIN", penguins_csv, DATASETS_DIR / "penguin_metadata.yaml", "csv"),
         DemoDataset("IRIS", DATASETS_DIR / "iris.csv", DATASETS_DIR / "iris_metadata.yaml", "csv"),
-        DemoDataset("PATIENTS", DATASETS_DIR / "patients.csv", DATASETS_DIR / "patients_metadata.yaml", "csv"),
+        DemoDataset(
+            "PATIENTS", DATASETS_DIR / "patients.csv", DATASETS_DIR / "patients_metadata.yaml", "csv"
+        ),
     ]
 
 

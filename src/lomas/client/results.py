@@ -1,0 +1,32 @@
+"""What the client hands back to researchers: DataFrames and typed objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from lomas.core.frames import frame_from_tight
+from lomas.core.responses import DummyDatasetResponse, QueryResponse
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """A differentially private answer and what it cost."""
+
+    epsilon: float
+    delta: float
+    requested_by: str
+    df: pd.DataFrame
+
+
+def query_result(response: QueryResponse) -> QueryResult:
+    return QueryResult(response.epsilon, response.delta, response.requested_by, frame_from_tight(response.result.df))
+
+
+def dummy_frame(response: DummyDatasetResponse) -> pd.DataFrame:
+    """Rebuild the dummy frame with the server's dtypes (datetimes travel as ISO strings)."""
+    frame = frame_from_tight(response.dummy_df)
+    for column in response.datetime_columns:
+        frame[column] = pd.to_datetime(frame[column])
+    return frame.astype({name: dtype for name, dtype in response.dtypes.items() if name not in response.datetime_columns})
