@@ -13,11 +13,19 @@ from collections.abc import Callable, Sequence
 from enum import StrEnum
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 _T = TypeVar("_T")
 
-Name = Annotated[str, Field(min_length=1)]
+
+def check_name(value: str) -> str:
+    """User and dataset names: not empty, no surrounding spaces (callers send names trimmed)."""
+    if not value or value != value.strip():
+        raise ValueError("a name must not be empty nor start or end with spaces")
+    return value
+
+
+Name = Annotated[str, AfterValidator(check_name)]
 Epsilon = Annotated[float, Field(ge=0)]
 Delta = Annotated[float, Field(ge=0, le=1)]
 
@@ -88,16 +96,21 @@ class PathAccess(_Strict):
     """A file on the server's file system (`path` may be relative to the collection file)."""
 
     database_type: Literal[DatabaseType.PATH]
-    path: Name
+    path: Annotated[str, Field(min_length=1)]
+    format: Literal["csv", "parquet"] | None = Field(
+        default=None,
+        description="Lomas extension, written only when the file name does not tell the format "
+        "(0.4 servers ignore it).",
+    )
 
 
 class S3Access(_Strict):
     """An object in an S3 bucket (0.4 form; credentials are looked up by `credentials_name`)."""
 
     database_type: Literal[DatabaseType.S3]
-    endpoint_url: Name
-    bucket: Name
-    key: Name
+    endpoint_url: str
+    bucket: str
+    key: str
     access_key_id: str | None = None
     secret_access_key: str | None = None
     credentials_name: str | None = None

@@ -27,7 +27,7 @@ from lomas.server.data.frame import DataFrameSource
 from lomas.server.dummy import make_dummy_frame
 from lomas.server.engines.base import Engine
 from lomas.server.ledger import Ledger
-from lomas.server.store.service import AdminStore, DatasetRecord, NotFoundError
+from lomas.server.store.service import AdminStore, DatasetRecord
 
 logger = logging.getLogger(__name__)
 
@@ -48,17 +48,18 @@ class QueryService:
         self.max_dummy_rows = max_dummy_rows
 
     # -- access ----------------------------------------------------------------------------------
-    def authorized_dataset(self, user_name: str, dataset_name: str) -> DatasetRecord:
-        """The dataset, if the caller is a known user with an active grant on it."""
-        if not self.store.user_exists(user_name):
-            raise UnauthorizedAccessError(f"User {user_name} does not exist. Please, verify the client object initialisation.")
-        try:
-            dataset = self.store.dataset(dataset_name)
-        except NotFoundError:
-            dataset = None
-        if dataset is None or not any(not g.revoked for g in self.store.grants(user_name, dataset_name)):
+    def authorized_dataset(self, user_name: str, dataset_name: str, *, to_query: bool = False) -> DatasetRecord:
+        """The dataset, if the caller is a known user with an active grant on it (and may query)."""
+        access = self.store.access(user_name, dataset_name)
+        if not access.user_exists:
+            raise UnauthorizedAccessError(
+                f"User {user_name} does not exist. Please, verify the client object initialisation."
+            )
+        if access.dataset is None:
             raise UnauthorizedAccessError(f"{user_name} does not have access to {dataset_name}.")
-        return dataset
+        if to_query and not access.may_query:
+            raise UnauthorizedAccessError(f"{user_name} is not allowed to query at the moment.")
+        return access.dataset
 
     def dummy_frame(self, dataset: DatasetRecord, nb_rows: int, seed: int) -> DataFrameSource:
         if nb_rows > self.max_dummy_rows:
@@ -86,9 +87,7 @@ class QueryService:
         return QueryResponse(epsilon=cost.epsilon, delta=cost.delta, requested_by=user_name, result=result)
 
     def query(self, user_name: str, request: LomasRequest, engine: Engine[Any, Any]) -> QueryResponse:
-        dataset = self.authorized_dataset(user_name, request.dataset_name)
-        if not self.store.may_query(user_name):
-            raise UnauthorizedAccessError(f"{user_name} is not allowed to query at the moment.")
+        dataset = self.authorized_dataset(user_name, request.dataset_name, to_query=True)
         plan = engine.plan(request, dataset)
         cost = engine.cost(plan)
         client_input = request.model_dump(mode="json")

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import delete, func, select
+from sqlalchemy import and_, delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from lomas.core.metadata import Metadata
@@ -57,6 +57,15 @@ class ArchiveRecord:
     created_at: datetime
 
 
+@dataclass(frozen=True)
+class Access:
+    """What a caller may reach: `dataset` is set only when the user holds an active grant on it."""
+
+    user_exists: bool
+    may_query: bool
+    dataset: DatasetRecord | None
+
+
 def validate_metadata(document: dict[str, Any]) -> Metadata:
     try:
         return Metadata.model_validate(document)
@@ -99,6 +108,24 @@ class AdminStore:
             _delete_dependents(session, Grant.user_id == user.id, Query.user_id == user.id, cascade, f"user {name!r}")
             session.delete(user)
 
+    def access(self, user_name: str, dataset_name: str) -> Access:
+        """The caller's standing on a dataset, in one round trip (this runs on every request)."""
+        active_grant = and_(Grant.user_id == User.id, Grant.dataset_id == Dataset.id, Grant.revoked_at.is_(None))
+        with self._sessions() as session:
+            row = session.execute(
+                select(User.may_query, Dataset, Grant.id)
+                .select_from(User)
+                .outerjoin(Dataset, Dataset.name == dataset_name)
+                .outerjoin(Grant, active_grant)
+                .where(User.name == user_name)
+            ).one_or_none()
+            if row is None:
+                return Access(False, False, None)
+            may_query, dataset, grant_id = row
+            if dataset is None or grant_id is None:
+                return Access(True, may_query, None)
+            return Access(True, may_query, _record(dataset))
+
     # -- datasets ------------------------------------------------------------------------------
     def register_dataset(
         self, name: str, access: dict[str, Any], metadata: dict[str, Any], replace: bool = False
@@ -118,8 +145,7 @@ class AdminStore:
 
     def dataset(self, name: str) -> DatasetRecord:
         with self._sessions() as session:
-            dataset = _dataset(session, name)
-            return DatasetRecord(dataset.name, dataset.access, Metadata.model_validate(dataset.metadata_doc), dataset.version)
+            return _record(_dataset(session, name))
 
     def list_datasets(self) -> list[str]:
         with self._sessions() as session:
@@ -193,6 +219,10 @@ class AdminStore:
     def count_queries(self, status: str) -> int:
         with self._sessions() as session:
             return session.scalar(select(func.count()).select_from(Query).where(Query.status == status)) or 0
+
+
+def _record(dataset: Dataset) -> DatasetRecord:
+    return DatasetRecord(dataset.name, dataset.access, Metadata.model_validate(dataset.metadata_doc), dataset.version)
 
 
 def _check_budget(epsilon: float, delta: float) -> None:
