@@ -40,7 +40,9 @@ class PostgresCluster:
     def __init__(self, bin_dir: Path) -> None:
         self.bin_dir = bin_dir
         self.run_as = _unprivileged_user()
-        self.root = Path(tempfile.mkdtemp(prefix="lomas-pg-"))
+        # As root, $TMPDIR may be a directory the postgres user cannot enter: /tmp always lets it in.
+        parent = "/tmp" if self.run_as is not None else None
+        self.root = Path(tempfile.mkdtemp(prefix="lomas-pg-", dir=parent))
         self.data_dir = self.root / "data"
         self.log_path = self.root / "postgres.log"
         self.port = 0
@@ -57,11 +59,22 @@ class PostgresCluster:
             command = ["runuser", "-u", self.run_as.pw_name, "--", *command]
         env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
         env.update(LC_ALL="C", LANG="C", TZ="UTC")
-        return subprocess.run(command, cwd=self.root, env=env, capture_output=True, text=True, check=check, timeout=120)
+        return subprocess.run(
+            command, cwd=self.root, env=env, capture_output=True, text=True, check=check, timeout=120
+        )
 
     def start(self) -> None:
         initdb = self._run(
-            "initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", check=False
+            "initdb",
+            "-D",
+            str(self.data_dir),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            check=False,
         )
         if initdb.returncode != 0:
             raise RuntimeError(f"initdb failed:\n{initdb.stdout}\n{initdb.stderr}")
@@ -80,7 +93,17 @@ class PostgresCluster:
                 ]
             )
             started = self._run(
-                "pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_path), "-o", options, "-w", "-t", "60", "start",
+                "pg_ctl",
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_path),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                "60",
+                "start",
                 check=False,
             )
             if started.returncode == 0:
@@ -101,8 +124,10 @@ class PostgresCluster:
     def create_database(self, name: str) -> str:
         import psycopg
 
-        with psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres", autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+        with psycopg.connect(
+            host="127.0.0.1", port=self.port, user="postgres", dbname="postgres", autocommit=True
+        ) as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
         return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
 
 
@@ -131,12 +156,15 @@ def _check_binaries(bin_dir: Path) -> None:
     missing = [name for name in ("initdb", "pg_ctl", "postgres") if not (bin_dir / name).is_file()]
     if missing:
         pytest.fail(
-            f"PostgreSQL 15 binaries not found in {bin_dir} (missing: {', '.join(missing)}). The admin store "
-            "tests need them: apt-get install postgresql-15, or point LOMAS_TEST_PG_BIN at the bin directory.",
+            f"PostgreSQL 15 binaries not found in {bin_dir} (missing: {', '.join(missing)}). The admin "
+            "store tests need them: apt-get install postgresql-15, or point LOMAS_TEST_PG_BIN at the bin "
+            "directory.",
             pytrace=False,
         )
     if os.geteuid() == 0 and shutil.which("runuser") is None:
-        pytest.fail("Running as root needs `runuser` (util-linux) to start PostgreSQL as 'postgres'.", pytrace=False)
+        pytest.fail(
+            "Running as root needs `runuser` (util-linux) to start PostgreSQL as 'postgres'.", pytrace=False
+        )
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
 import uvicorn
 
 from lomas.server.config import load_settings
@@ -34,7 +35,7 @@ def serve(
         os.environ.setdefault("LOMAS_AUTH__OPEN_MODE", "true")
     try:
         settings = load_settings(config)
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, yaml.YAMLError) as error:
         typer.echo(f"Cannot start: {error}", err=True)
         raise typer.Exit(code=2) from error
     from lomas.server.demo.seed import seed_if_empty

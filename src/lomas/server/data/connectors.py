@@ -13,7 +13,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, TypeAdapter, model_validator
 
 from lomas.core.metadata import Metadata
-from lomas.server.data.dtypes import coerce_frame, datetime_columns, pandas_dtypes
+from lomas.server.data.dtypes import coerce_frame
 
 
 class DataUnavailableError(RuntimeError):
@@ -56,9 +56,10 @@ def read_frame(access: LocalFileAccess, metadata: Metadata) -> pd.DataFrame:
         if access.file_format == "parquet":
             raw = pd.read_parquet(path, columns=list(metadata.columns))
         else:
-            dates = datetime_columns(metadata)
-            dtypes = {name: dtype for name, dtype in pandas_dtypes(metadata).items() if name not in dates}
-            raw = pd.read_csv(path, usecols=list(metadata.columns), dtype=dtypes, parse_dates=dates)
-        return coerce_frame(raw, metadata)
+            raw = pd.read_csv(path, usecols=list(metadata.columns))
     except (OSError, ValueError) as error:
         raise DataUnavailableError(f"Cannot read {path} as {access.file_format}: {error}") from error
+    try:
+        return coerce_frame(raw, metadata)  # its errors name columns, never values
+    except ValueError as error:
+        raise DataUnavailableError(f"{path} does not match its metadata: {error}") from error
