@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+pytest_plugins = ["pg_fixture"]
+
 
 def free_port() -> int:
     with socket.socket() as sock:

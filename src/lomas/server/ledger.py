@@ -14,6 +14,7 @@ exactly the sum of the archived costs, and ten queries of 0.1 exactly spend a bu
 from __future__ import annotations
 
 import decimal
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -40,18 +41,36 @@ def _text(value: Decimal) -> str:
 
 @dataclass(frozen=True)
 class Budget:
-    initial_epsilon: float
-    initial_delta: float
-    spent_epsilon: float
-    spent_delta: float
+    """A grant's budget, exact; the float properties are what the 0.4 protocol reports."""
+
+    exact_initial_epsilon: Decimal
+    exact_initial_delta: Decimal
+    exact_spent_epsilon: Decimal
+    exact_spent_delta: Decimal
+
+    @property
+    def initial_epsilon(self) -> float:
+        return float(self.exact_initial_epsilon)
+
+    @property
+    def initial_delta(self) -> float:
+        return float(self.exact_initial_delta)
+
+    @property
+    def spent_epsilon(self) -> float:
+        return float(self.exact_spent_epsilon)
+
+    @property
+    def spent_delta(self) -> float:
+        return float(self.exact_spent_delta)
 
     @property
     def remaining_epsilon(self) -> float:
-        return float(exact(self.initial_epsilon) - exact(self.spent_epsilon))
+        return float(self.exact_initial_epsilon - self.exact_spent_epsilon)
 
     @property
     def remaining_delta(self) -> float:
-        return float(exact(self.initial_delta) - exact(self.spent_delta))
+        return float(self.exact_initial_delta - self.exact_spent_delta)
 
 
 @dataclass(frozen=True)
@@ -78,10 +97,10 @@ class Ledger:
         with self._sessions() as session:
             grant = _active_grant(session, user_name, dataset_name)
             return Budget(
-                grant.initial_epsilon,
-                grant.initial_delta,
-                float(exact(grant.spent_epsilon)),
-                float(exact(grant.spent_delta)),
+                exact(grant.initial_epsilon),
+                exact(grant.initial_delta),
+                exact(grant.spent_epsilon),
+                exact(grant.spent_delta),
             )
 
     # -- writing -------------------------------------------------------------------------------
@@ -89,6 +108,8 @@ class Ledger:
         self, user_name: str, dataset_name: str, library: str, client_input: dict[str, Any], epsilon: float, delta: float
     ) -> Reservation:
         """Hold the cost of a query, or refuse it when the remaining budget cannot pay for it."""
+        if not all(math.isfinite(value) and value >= 0 for value in (epsilon, delta)):
+            raise InvalidQueryError(f"A cost must be finite and non-negative, not epsilon={epsilon}, delta={delta}.")
         with self._sessions.begin() as session:
             grant = _lock_grant(session, user_name, dataset_name)
             self._charge_expired(session, grant)

@@ -9,7 +9,7 @@ import yaml
 from sqlalchemy import Engine
 
 from lomas.server.demo.catalog import demo_datasets, demo_grants
-from lomas.server.store.db import session_factory
+from lomas.server.store.db import exclusive, session_factory
 from lomas.server.store.service import AdminStore
 
 logger = logging.getLogger(__name__)
@@ -17,7 +17,11 @@ logger = logging.getLogger(__name__)
 
 def seed_if_empty(engine: Engine, data_dir: Path) -> bool:
     """Add the demo datasets, users and grants when the store has neither users nor datasets."""
-    store = AdminStore(session_factory(engine))
+    with exclusive(engine):
+        return _seed(AdminStore(session_factory(engine)), data_dir)
+
+
+def _seed(store: AdminStore, data_dir: Path) -> bool:
     if store.list_users() or store.list_datasets():
         logger.info("demo: the store already has content; leaving it as it is")
         return False
