@@ -257,7 +257,7 @@ CRASHING_PROCESS = textwrap.dedent(
     ledger = Ledger(session_factory(make_engine(url)), reservation_timeout_s=timeout)
     reservation = ledger.reserve("alice", "DS", "smartnoise_sql", {"query_str": "doomed"}, epsilon, 0.0)
     if stage == "charge":
-        ledger_module._move = hang_here
+        ledger_module._LockedGrant.move = hang_here
         ledger.charge(reservation, {"never": "stored"})
     print(json.dumps({"stage": "reserved", "query_id": reservation.query_id}), flush=True)
     os._exit(0)  # no settlement, no clean-up: the process is gone

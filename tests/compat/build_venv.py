@@ -27,6 +27,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -121,7 +122,12 @@ def _client_imports(venv: Path) -> tuple[bool, str]:
         "print(m.version('lomas-client'), m.version('lomas-core'))"
     )
     result = subprocess.run(
-        [str(python), "-c", check], capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL
+        [str(python), "-c", check],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
     )
     output = result.stdout + result.stderr
     if result.returncode != 0:
@@ -178,7 +184,10 @@ def ensure_compat_venv(venv: Path | None = None, *, force: bool = False, echo: b
     venv = (venv or venv_location()).resolve()
     started = time.monotonic()
     venv.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = venv.parent / f"{venv.name}.lock"
+    # The lock lives outside the repository (a file beside the venv would show up in `git status`).
+    lock_path = (
+        Path(tempfile.gettempdir()) / f"lomas-compat-venv-{hashlib.sha256(bytes(venv)).hexdigest()[:16]}.lock"
+    )
     with lock_path.open("w") as lock:
         # Several test sessions may ask at once: one builds, the others wait and reuse.
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -195,8 +204,12 @@ def ensure_compat_venv(venv: Path | None = None, *, force: bool = False, echo: b
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--venv", type=Path, help="location (default: $LOMAS_COMPAT_VENV or <repo>/.venv-compat)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--venv", type=Path, help="location (default: $LOMAS_COMPAT_VENV or <repo>/.venv-compat)"
+    )
     parser.add_argument("--force", action="store_true", help="rebuild even if a complete environment exists")
     parser.add_argument("--quiet", action="store_true", help="do not echo pip's output")
     args = parser.parse_args(argv)

@@ -15,10 +15,12 @@ goes to stderr. The script itself asserts nothing: the test (test_compat_lomas_c
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 USER = "Dr. Antartica"
 DATASET = "PENGUIN"
@@ -49,7 +51,8 @@ def describe_frame(frame: Any) -> dict[str, Any]:
         "columns": [str(column) for column in frame.columns],
         "dtypes": {str(column): str(dtype) for column, dtype in frame.dtypes.items()},
         "null_counts": {str(column): int(count) for column, count in frame.isna().sum().items()},
-        "tight": frame.to_dict(orient="tight"),
+        # Missing values (NaN, NA, NaT) as JSON null.
+        "tight": frame.astype(object).where(frame.notna(), None).to_dict(orient="tight"),
     }
 
 
@@ -132,6 +135,10 @@ def spent_around(client: Any, action: Callable[[], Any]) -> dict[str, Any]:
 
 
 def scenario(url: str) -> dict[str, Any]:
+    # Client() starts OpenTelemetry exporters towards localhost:4317 (lomas_core.instrumentation). With no
+    # collector there, their retries delay the interpreter's exit by minutes: disable the SDK, as a
+    # researcher without a collector would. Nothing in the client's HTTP traffic depends on it.
+    os.environ.setdefault("OTEL_SDK_DISABLED", "true")
     import lomas_client
     from lomas_client.client import Client
 
@@ -148,7 +155,9 @@ def scenario(url: str) -> dict[str, Any]:
         return {"type": type_name(value), "value": value}
 
     rec.step("metadata", metadata)
-    rec.step("dummy_dataset", lambda: describe_frame(client.get_dummy_dataset(nb_rows=DUMMY_ROWS, seed=DUMMY_SEED)))
+    rec.step(
+        "dummy_dataset", lambda: describe_frame(client.get_dummy_dataset(nb_rows=DUMMY_ROWS, seed=DUMMY_SEED))
+    )
     rec.step(
         "dummy_dataset_same_seed_is_equal",
         lambda: bool(
@@ -169,7 +178,9 @@ def scenario(url: str) -> dict[str, Any]:
         lambda: spent_around(
             client,
             lambda: describe_query_response(
-                sql.query(COUNT_QUERY, COUNT_EPSILON, COUNT_DELTA, dummy=True, nb_rows=DUMMY_ROWS, seed=DUMMY_SEED)
+                sql.query(
+                    COUNT_QUERY, COUNT_EPSILON, COUNT_DELTA, dummy=True, nb_rows=DUMMY_ROWS, seed=DUMMY_SEED
+                )
             ),
         ),
     )
@@ -182,7 +193,9 @@ def scenario(url: str) -> dict[str, Any]:
 
     # Ask the cost, then spend.
     rec.step("count_cost", lambda: describe_model(sql.cost(COUNT_QUERY, COUNT_EPSILON, COUNT_DELTA)))
-    rec.step("count_query", lambda: describe_query_response(sql.query(COUNT_QUERY, COUNT_EPSILON, COUNT_DELTA)))
+    rec.step(
+        "count_query", lambda: describe_query_response(sql.query(COUNT_QUERY, COUNT_EPSILON, COUNT_DELTA))
+    )
     rec.step("budgets_after_count", lambda: budgets(client))
     rec.step(
         "group_cost", lambda: describe_model(sql.cost(GROUP_QUERY, GROUP_EPSILON, GROUP_DELTA, mechanisms={}))
@@ -206,7 +219,9 @@ def scenario(url: str) -> dict[str, Any]:
     rec.step(
         "unknown_user_query",
         lambda: expect_error(
-            lambda: Client(url, UNKNOWN_USER, DATASET).smartnoise_sql.query(COUNT_QUERY, COUNT_EPSILON, COUNT_DELTA)
+            lambda: Client(url, UNKNOWN_USER, DATASET).smartnoise_sql.query(
+                COUNT_QUERY, COUNT_EPSILON, COUNT_DELTA
+            )
         ),
     )
     rec.step(
@@ -235,12 +250,17 @@ def scenario(url: str) -> dict[str, Any]:
             client, lambda: expect_error(lambda: sql.query(INVALID_QUERY, COUNT_EPSILON, COUNT_DELTA))
         ),
     )
-    rec.step("invalid_query_cost", lambda: expect_error(lambda: sql.cost(INVALID_QUERY, COUNT_EPSILON, COUNT_DELTA)))
+    rec.step(
+        "invalid_query_cost",
+        lambda: expect_error(lambda: sql.cost(INVALID_QUERY, COUNT_EPSILON, COUNT_DELTA)),
+    )
     rec.step(
         "invalid_dummy_query",
         lambda: expect_error(lambda: sql.query(INVALID_QUERY, COUNT_EPSILON, COUNT_DELTA, dummy=True)),
     )
-    rec.step("over_budget_cost", lambda: describe_model(sql.cost(COUNT_QUERY, OVER_BUDGET_EPSILON, COUNT_DELTA)))
+    rec.step(
+        "over_budget_cost", lambda: describe_model(sql.cost(COUNT_QUERY, OVER_BUDGET_EPSILON, COUNT_DELTA))
+    )
     rec.step(
         "over_budget_query",
         lambda: spent_around(
@@ -256,7 +276,9 @@ def scenario(url: str) -> dict[str, Any]:
     rec.step(
         "datetime_dummy_dataset",
         lambda: describe_frame(
-            Client(url, DATETIME_USER, DATETIME_DATASET).get_dummy_dataset(nb_rows=DUMMY_ROWS, seed=DUMMY_SEED)
+            Client(url, DATETIME_USER, DATETIME_DATASET).get_dummy_dataset(
+                nb_rows=DUMMY_ROWS, seed=DUMMY_SEED
+            )
         ),
     )
     return rec.steps

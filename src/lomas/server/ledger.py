@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from lomas.core.errors import InvalidQueryError, UnauthorizedAccessError
@@ -81,6 +81,62 @@ class Reservation:
     delta: float
 
 
+_GRANT_COLUMNS = (
+    Grant.id,
+    Grant.user_id,
+    Grant.dataset_id,
+    Grant.initial_epsilon,
+    Grant.initial_delta,
+    Grant.spent_epsilon,
+    Grant.spent_delta,
+    Grant.reserved_epsilon,
+    Grant.reserved_delta,
+)
+_BY_NAMES = (
+    Grant.user_id == select(User.id).where(User.name == bindparam("user_name")).scalar_subquery(),
+    Grant.dataset_id == select(Dataset.id).where(Dataset.name == bindparam("dataset_name")).scalar_subquery(),
+    Grant.revoked_at.is_(None),
+)
+# Statements built once: building SQLAlchemy statements costs more than SQLite takes to run them.
+# Locking is a write that reads the row back, so SQLite takes its write lock at once and PostgreSQL
+# locks the row: no two transactions ever read the same totals.
+_NO_SYNC = {"synchronize_session": False}  # no ORM objects to keep in step: skip that work
+_LOCK_BY_NAMES = (
+    update(Grant)
+    .where(*_BY_NAMES)
+    .values(lock_version=Grant.lock_version + 1)
+    .returning(*_GRANT_COLUMNS)
+    .execution_options(**_NO_SYNC)
+)
+_LOCK_BY_ID = (
+    update(Grant)
+    .where(Grant.id == bindparam("b_grant_id"))
+    .values(lock_version=Grant.lock_version + 1)
+    .returning(*_GRANT_COLUMNS)
+    .execution_options(**_NO_SYNC)
+)
+_SAVE_GRANT = update(Grant).where(Grant.id == bindparam("b_grant_id")).execution_options(**_NO_SYNC)
+_INSERT_QUERY = insert(Query).returning(Query.id)
+_SETTLE_QUERY = (
+    update(Query)
+    .where(Query.id == bindparam("b_query_id"), Query.status == QueryStatus.RESERVED)
+    .returning(Query.epsilon, Query.delta)
+    .execution_options(**_NO_SYNC)
+)
+_CHARGE_EXPIRED = (
+    update(Query)
+    .where(
+        Query.user_id == bindparam("b_user_id"),
+        Query.dataset_id == bindparam("b_dataset_id"),
+        Query.status == QueryStatus.RESERVED,
+        Query.expires_at < bindparam("now"),
+    )
+    .values(status=QueryStatus.CHARGED, error=CRASHED_EXECUTION, finished_at=bindparam("now"))
+    .returning(Query.epsilon, Query.delta)
+    .execution_options(**_NO_SYNC)
+)
+
+
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -104,6 +160,7 @@ class Ledger:
             )
 
     # -- writing -------------------------------------------------------------------------------
+    # Core statements, not ORM units of work: these two transactions run on every query.
     def reserve(
         self, user_name: str, dataset_name: str, library: str, client_input: dict[str, Any], epsilon: float, delta: float
     ) -> Reservation:
@@ -111,37 +168,39 @@ class Ledger:
         if not all(math.isfinite(value) and value >= 0 for value in (epsilon, delta)):
             raise InvalidQueryError(f"A cost must be finite and non-negative, not epsilon={epsilon}, delta={delta}.")
         with self._sessions.begin() as session:
-            grant = _lock_grant(session, user_name, dataset_name)
+            grant = _lock_grant(session, _LOCK_BY_NAMES, user_name=user_name, dataset_name=dataset_name)
+            if grant is None:
+                raise UnauthorizedAccessError(f"{user_name} does not have access to {dataset_name}.")
             self._charge_expired(session, grant)
             eps, dlt = exact(epsilon), exact(delta)
-            committed_eps = exact(grant.spent_epsilon) + exact(grant.reserved_epsilon)
-            committed_dlt = exact(grant.spent_delta) + exact(grant.reserved_delta)
-            if committed_eps + eps > exact(grant.initial_epsilon) or committed_dlt + dlt > exact(grant.initial_delta):
-                remaining_eps = exact(grant.initial_epsilon) - committed_eps
-                remaining_dlt = exact(grant.initial_delta) - committed_dlt
+            committed_eps = grant.spent_epsilon + grant.reserved_epsilon
+            committed_dlt = grant.spent_delta + grant.reserved_delta
+            if committed_eps + eps > grant.initial_epsilon or committed_dlt + dlt > grant.initial_delta:
                 raise InvalidQueryError(
-                    "Not enough budget for this query: it costs epsilon="
-                    f"{epsilon}, delta={delta} but the remaining budget is epsilon={float(remaining_eps)}, "
-                    f"delta={float(remaining_dlt)}"
-                    + (" (some of it is held by queries still running)." if grant.reserved_epsilon != "0" else ".")
+                    f"Not enough budget for this query: it costs epsilon={epsilon}, delta={delta} but the "
+                    f"remaining budget is epsilon={float(grant.initial_epsilon - committed_eps)}, "
+                    f"delta={float(grant.initial_delta - committed_dlt)}"
+                    + (" (some of it is held by queries still running)." if grant.reserved_epsilon else ".")
                 )
-            grant.reserved_epsilon = _text(exact(grant.reserved_epsilon) + eps)
-            grant.reserved_delta = _text(exact(grant.reserved_delta) + dlt)
+            grant.reserved_epsilon += eps
+            grant.reserved_delta += dlt
+            grant.save(session)
             now = _utcnow()
-            query = Query(
-                user_id=grant.user_id,
-                dataset_id=grant.dataset_id,
-                library=library,
-                client_input=client_input,
-                epsilon=epsilon,
-                delta=delta,
-                status=QueryStatus.RESERVED,
-                created_at=now,
-                expires_at=now + self._timeout,
-            )
-            session.add(query)
-            session.flush()
-            return Reservation(query.id, grant.id, epsilon, delta)
+            query_id = session.execute(
+                _INSERT_QUERY,
+                dict(
+                    user_id=grant.user_id,
+                    dataset_id=grant.dataset_id,
+                    library=library,
+                    client_input=client_input,
+                    epsilon=epsilon,
+                    delta=delta,
+                    status=QueryStatus.RESERVED,
+                    created_at=now,
+                    expires_at=now + self._timeout,
+                ),
+            ).scalar_one()
+            return Reservation(query_id, grant.id, epsilon, delta)
 
     def charge(self, reservation: Reservation, response: dict[str, Any] | None, error: str | None = None) -> None:
         """Spend a reservation and archive the query with its response (or its generic error)."""
@@ -155,78 +214,72 @@ class Ledger:
         self, reservation: Reservation, status: QueryStatus, response: dict[str, Any] | None, error: str | None
     ) -> None:
         with self._sessions.begin() as session:
-            grant = _lock_grant_by_id(session, reservation.grant_id)
-            query = session.get(Query, reservation.query_id)
-            if query is None or query.status != QueryStatus.RESERVED:
+            grant = _lock_grant(session, _LOCK_BY_ID, b_grant_id=reservation.grant_id)
+            assert grant is not None, "a grant with an open reservation is never deleted"
+            settled = session.execute(
+                _SETTLE_QUERY.values(status=status, response=response, error=error, finished_at=_utcnow()),
+                {"b_query_id": reservation.query_id},
+            ).one_or_none()
+            if settled is None:
                 return  # already settled (an expired reservation charged by another request)
-            query.status = status
-            query.response = response
-            query.error = error
-            query.finished_at = _utcnow()
-            _move(grant, query, to_spent=status == QueryStatus.CHARGED)
+            grant.move(exact(settled.epsilon), exact(settled.delta), to_spent=status == QueryStatus.CHARGED)
+            grant.save(session)
 
-    def _charge_expired(self, session: Session, grant: Grant) -> None:
+    def _charge_expired(self, session: Session, grant: _LockedGrant) -> None:
         """Charge the reservations of crashed executions (their private data may have been read)."""
-        expired = session.scalars(
-            select(Query).where(
-                Query.user_id == grant.user_id,
-                Query.dataset_id == grant.dataset_id,
-                Query.status == QueryStatus.RESERVED,
-                Query.expires_at < _utcnow(),
-            )
+        expired = session.execute(
+            _CHARGE_EXPIRED, {"b_user_id": grant.user_id, "b_dataset_id": grant.dataset_id, "now": _utcnow()}
         ).all()
-        for query in expired:
-            query.status = QueryStatus.CHARGED
-            query.error = CRASHED_EXECUTION
-            query.finished_at = _utcnow()
-            _move(grant, query, to_spent=True)
+        for epsilon, delta in expired:
+            grant.move(exact(epsilon), exact(delta), to_spent=True)
 
 
-def _move(grant: Grant, query: Query, *, to_spent: bool) -> None:
-    eps, dlt = exact(query.epsilon), exact(query.delta)
-    grant.reserved_epsilon = _text(exact(grant.reserved_epsilon) - eps)
-    grant.reserved_delta = _text(exact(grant.reserved_delta) - dlt)
-    if to_spent:
-        grant.spent_epsilon = _text(exact(grant.spent_epsilon) + eps)
-        grant.spent_delta = _text(exact(grant.spent_delta) + dlt)
+@dataclass
+class _LockedGrant:
+    """A grant row read under its lock, with its amounts as exact decimals."""
+
+    id: int
+    user_id: int
+    dataset_id: int
+    initial_epsilon: Decimal
+    initial_delta: Decimal
+    spent_epsilon: Decimal
+    spent_delta: Decimal
+    reserved_epsilon: Decimal
+    reserved_delta: Decimal
+
+    def move(self, epsilon: Decimal, delta: Decimal, *, to_spent: bool) -> None:
+        """Take a settled reservation off the reserved amounts, onto the spent ones when charged."""
+        self.reserved_epsilon -= epsilon
+        self.reserved_delta -= delta
+        if to_spent:
+            self.spent_epsilon += epsilon
+            self.spent_delta += delta
+
+    def save(self, session: Session) -> None:
+        session.execute(
+            _SAVE_GRANT,
+            {
+                "b_grant_id": self.id,
+                "spent_epsilon": _text(self.spent_epsilon),
+                "spent_delta": _text(self.spent_delta),
+                "reserved_epsilon": _text(self.reserved_epsilon),
+                "reserved_delta": _text(self.reserved_delta),
+            },
+        )
 
 
-def _grant_filter(user_name: str, dataset_name: str) -> Any:
-    return (
-        Grant.user_id == select(User.id).where(User.name == user_name).scalar_subquery(),
-        Grant.dataset_id == select(Dataset.id).where(Dataset.name == dataset_name).scalar_subquery(),
-        Grant.revoked_at.is_(None),
-    )
+def _lock_grant(session: Session, statement: Any, **params: Any) -> _LockedGrant | None:
+    row = session.execute(statement, params).one_or_none()
+    if row is None:
+        return None
+    return _LockedGrant(row.id, row.user_id, row.dataset_id, *(exact(value) for value in row[3:]))
 
 
 def _active_grant(session: Session, user_name: str, dataset_name: str) -> Grant:
-    grant = session.scalars(select(Grant).where(*_grant_filter(user_name, dataset_name))).one_or_none()
+    grant = session.scalars(
+        select(Grant).where(*_BY_NAMES), {"user_name": user_name, "dataset_name": dataset_name}
+    ).one_or_none()
     if grant is None:
         raise UnauthorizedAccessError(f"{user_name} does not have access to {dataset_name}.")
-    return grant
-
-
-def _lock_grant(session: Session, user_name: str, dataset_name: str) -> Grant:
-    """Lock the grant row before reading it: the first statement is a write, so SQLite takes its
-    write lock at once and PostgreSQL locks the row, and no two transactions read the same totals."""
-    result = session.execute(
-        update(Grant)
-        .where(*_grant_filter(user_name, dataset_name))
-        .values(lock_version=Grant.lock_version + 1)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
-        raise UnauthorizedAccessError(f"{user_name} does not have access to {dataset_name}.")
-    return _active_grant(session, user_name, dataset_name)
-
-
-def _lock_grant_by_id(session: Session, grant_id: int) -> Grant:
-    session.execute(
-        update(Grant)
-        .where(Grant.id == grant_id)
-        .values(lock_version=Grant.lock_version + 1)
-        .execution_options(synchronize_session=False)
-    )
-    grant = session.get(Grant, grant_id, populate_existing=True)
-    assert grant is not None, "a reserved grant is never deleted while its reservation is open"
     return grant
