@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import threading
 
 import duckdb
 import pandas as pd
@@ -18,13 +17,16 @@ class DataFrameSource:
         self.frame = frame
         self.nbytes = int(frame.memory_usage(deep=True).sum())
         self._duckdb = duckdb.connect(config={"enable_external_access": False, "lock_configuration": True})
+        self._cursors = threading.local()
 
-    @contextmanager
-    def sql(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A DuckDB cursor that sees only this frame, as table `df`, and no file or network."""
-        cursor = self._duckdb.cursor()
-        try:
+    def sql(self) -> duckdb.DuckDBPyConnection:
+        """A DuckDB cursor that sees only this frame, as table `df`, and no file or network.
+
+        One cursor per thread, kept: opening one and registering the frame costs more than a small query.
+        """
+        cursor: duckdb.DuckDBPyConnection | None = getattr(self._cursors, "cursor", None)
+        if cursor is None:
+            cursor = self._duckdb.cursor()
             cursor.register(TABLE_NAME, self.frame)
-            yield cursor
-        finally:
-            cursor.close()
+            self._cursors.cursor = cursor
+        return cursor

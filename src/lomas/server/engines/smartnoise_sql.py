@@ -75,10 +75,9 @@ class _DuckDBReader(SqlReader):
         self._data = data
 
     def execute(self, query: str, *ignore: Any, accuracy: bool = False) -> list[Any]:
-        with self._data.sql() as cursor:
-            result = cursor.execute(query)
-            names = tuple(description[0] for description in result.description)
-            return [names, *result.fetchall()]
+        result = self._data.sql().execute(query)
+        names = tuple(description[0] for description in result.description)
+        return [names, *result.fetchall()]
 
 
 class _PlannedReader(PrivateReader):
