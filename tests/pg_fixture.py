@@ -7,7 +7,7 @@ only, on a free port, with its unix socket in that directory and fsync off; yiel
 `fresh_pg_url` (function): a new empty database `test_<n>` on that cluster, for one test.
 
 `store_url` (function, parametrized): the URL of an empty admin store, once on a SQLite file and once
-on a fresh PostgreSQL database (marked `postgres`).
+on a fresh PostgreSQL database (marked `postgres`); `engine` and `sessions` open that store, migrated.
 
 PostgreSQL refuses to run as root. When the tests run as root, the cluster runs as the unprivileged
 `postgres` system user (created by Debian's postgresql packages) through `runuser`. Missing binaries
@@ -28,6 +28,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from lomas.server.store.db import make_engine, session_factory, upgrade
 
 PG_BIN_DIR = Path(os.environ.get("LOMAS_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 PG_SYSTEM_USER = "postgres"
@@ -196,3 +200,16 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store' / 'lomas.db'}"
     return str(request.getfixturevalue("fresh_pg_url"))
+
+
+@pytest.fixture()
+def engine(store_url: str) -> Iterator[Engine]:
+    engine = make_engine(store_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture()
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    return session_factory(engine)

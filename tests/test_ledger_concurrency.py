@@ -49,19 +49,6 @@ def d(value: float) -> Decimal:
     return Decimal(repr(value))
 
 
-@pytest.fixture()
-def engine(store_url: str) -> Iterator[Engine]:
-    engine = make_engine(store_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture()
-def sessions(engine: Engine) -> sessionmaker[Session]:
-    return session_factory(engine)
-
-
 def seed_grant(
     sessions: sessionmaker[Session], epsilon: float, delta: float, user: str = "alice"
 ) -> AdminStore:

@@ -40,19 +40,6 @@ def d(value: float) -> Decimal:
 
 
 @pytest.fixture()
-def engine(store_url: str) -> Iterator[Engine]:
-    engine = make_engine(store_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture()
-def sessions(engine: Engine) -> sessionmaker[Session]:
-    return session_factory(engine)
-
-
-@pytest.fixture()
 def store(sessions: sessionmaker[Session]) -> AdminStore:
     return AdminStore(sessions)
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pydantic import BaseModel
-
 from lomas.core.errors import (
     ExternalLibraryError,
     InternalServerError,
@@ -111,9 +109,5 @@ class QueryService:
             logger.error("query on %s failed after reading private data (%s)", dataset.name, type(error).__name__)
             self.ledger.charge(reservation, None, error=FAILED_ON_PRIVATE_DATA)
             raise ExternalLibraryError(engine.library, FAILED_ON_PRIVATE_DATA) from None
-        self.ledger.charge(reservation, _archived(response))
+        self.ledger.charge(reservation, response.model_dump(mode="json"))
         return response
-
-
-def _archived(response: BaseModel) -> dict[str, Any]:
-    return response.model_dump(mode="json")
