@@ -6,7 +6,10 @@ import pandas as pd
 
 from lomas.client.http import DEFAULT_TIMEOUT_S, LomasHttp
 from lomas.client.results import dummy_frame
+from lomas.client.diffprivlib import DiffPrivLibClient
+from lomas.client.opendp import OpenDPClient
 from lomas.client.smartnoise_sql import SmartnoiseSQLClient
+from lomas.client.smartnoise_synth import SmartnoiseSynthClient
 from lomas.core.metadata import Metadata
 from lomas.core.requests import DUMMY_NB_ROWS, DUMMY_SEED, DummyDatasetRequest, LomasRequest
 from lomas.core.responses import (
@@ -29,6 +32,9 @@ class Client:
     def __init__(self, url: str, user_name: str, dataset_name: str, timeout: float = DEFAULT_TIMEOUT_S) -> None:
         self._http = LomasHttp(url, user_name, dataset_name, timeout)
         self.smartnoise_sql = SmartnoiseSQLClient(self._http)
+        self.opendp = OpenDPClient(self._http)
+        self.diffprivlib = DiffPrivLibClient(self._http)
+        self.smartnoise_synth = SmartnoiseSynthClient(self._http)
 
     def _request(self) -> LomasRequest:
         return LomasRequest(dataset_name=self._http.dataset_name)

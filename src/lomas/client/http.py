@@ -36,5 +36,9 @@ class LomasHttp:
             return payload
         raise error_from_body(payload, response.status_code)
 
+    def post_job(self, endpoint: str, body: BaseModel) -> Any:
+        """POST a long query as a background job and wait for its answer (work in progress: synchronous)."""
+        return self.post(endpoint, body)
+
     def close(self) -> None:
         self._client.close()

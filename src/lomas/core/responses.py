@@ -42,7 +42,39 @@ class SmartnoiseSQLResult(BaseModel):
     df: dict[str, Any]
 
 
-QueryResult = Annotated[Union[SmartnoiseSQLResult], Field(discriminator="res_type")]
+class OpenDPResult(BaseModel):
+    res_type: Literal[DPLibrary.OPENDP] = DPLibrary.OPENDP
+    value: int | float | list[int | float]
+
+
+class DiffPrivLibResult(BaseModel):
+    """A fitted pipeline: `model` is the base64 pickle the 0.4 protocol sends (for lomas-client 0.4.1);
+    `model_params` is the same pipeline as plain JSON, which our client uses so it never unpickles."""
+
+    res_type: Literal[DPLibrary.DIFFPRIVLIB] = DPLibrary.DIFFPRIVLIB
+    score: float
+    model: str
+    model_params: list[dict[str, Any]] | None = None
+
+
+class SmartnoiseSynthModel(BaseModel):
+    """A trained synthesizer as a base64 pickle (the 0.4 protocol)."""
+
+    res_type: Literal[DPLibrary.SMARTNOISE_SYNTH] = DPLibrary.SMARTNOISE_SYNTH
+    model: str
+
+
+class SmartnoiseSynthSamples(BaseModel):
+    """Synthetic rows as a pandas `to_dict(orient="tight")` dict."""
+
+    res_type: Literal["sn_synth_samples"] = "sn_synth_samples"
+    df_samples: dict[str, Any]
+
+
+QueryResult = Annotated[
+    Union[SmartnoiseSQLResult, OpenDPResult, DiffPrivLibResult, SmartnoiseSynthModel, SmartnoiseSynthSamples],
+    Field(discriminator="res_type"),
+]
 
 
 class QueryResponse(CostResponse):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -15,7 +16,12 @@ from lomas.server.config import Settings
 from lomas.server.data.cache import DatasetCache
 from lomas.server.data.connectors import parse_access, read_frame
 from lomas.server.data.frame import DataFrameSource
+from lomas.core.errors import DPLibrary
+from lomas.server.engines.base import Engine
+from lomas.server.engines.diffprivlib import DiffPrivLibEngine
+from lomas.server.engines.opendp import OpenDPEngine
 from lomas.server.engines.smartnoise_sql import SmartnoiseSQLEngine
+from lomas.server.engines.smartnoise_synth import SmartnoiseSynthEngine
 from lomas.server.ledger import Ledger
 from lomas.server.queries import QueryService
 from lomas.server.routes import protocol_router
@@ -32,7 +38,7 @@ class Services:
     settings: Settings
     store: AdminStore
     queries: QueryService
-    smartnoise_sql: SmartnoiseSQLEngine
+    engines: dict[DPLibrary, Engine[Any, Any]]
 
 
 def _load_private_frame(dataset: DatasetRecord) -> DataFrameSource:
@@ -48,7 +54,12 @@ def build_services(settings: Settings) -> Services:
         settings=settings,
         store=store,
         queries=QueryService(store, ledger, cache, settings.limits.max_dummy_rows),
-        smartnoise_sql=SmartnoiseSQLEngine(settings.limits.max_query_length),
+        engines={
+            DPLibrary.SMARTNOISE_SQL: SmartnoiseSQLEngine(settings.limits.max_query_length),
+            DPLibrary.OPENDP: OpenDPEngine(settings.opendp),
+            DPLibrary.DIFFPRIVLIB: DiffPrivLibEngine(settings.diffprivlib),
+            DPLibrary.SMARTNOISE_SYNTH: SmartnoiseSynthEngine(settings.smartnoise_synth),
+        },
     )
 
 

@@ -28,6 +28,24 @@ class LimitSettings(BaseModel):
     max_query_length: int = Field(default=10_000, gt=0)
 
 
+class OpenDPSettings(BaseModel):
+    """The OpenDP engine. Library features are switched on here, never by a request."""
+
+
+class DiffPrivLibSettings(BaseModel):
+    """The DiffPrivLib engine."""
+
+
+class SmartnoiseSynthSettings(BaseModel):
+    """The SmartNoise-Synth engine."""
+
+
+class JobSettings(BaseModel):
+    """Background jobs: queries a client asks to run asynchronously (`Prefer: respond-async`)."""
+
+    workers: int = Field(default=2, gt=0, description="Jobs that run at the same time in one server process.")
+
+
 class Settings(BaseSettings):
     """Everything the server reads at start-up."""
 
@@ -49,6 +67,10 @@ class Settings(BaseSettings):
     )
     auth: AuthSettings = AuthSettings()
     limits: LimitSettings = LimitSettings()
+    jobs: JobSettings = JobSettings()
+    opendp: OpenDPSettings = OpenDPSettings()
+    diffprivlib: DiffPrivLibSettings = DiffPrivLibSettings()
+    smartnoise_synth: SmartnoiseSynthSettings = SmartnoiseSynthSettings()
 
     @property
     def store_url(self) -> str:

@@ -5,21 +5,29 @@ block the event loop.
 """
 
 
-from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse
 
 from lomas import __version__
-from lomas.core.errors import INTERNAL_SERVER_ERROR, ErrorModel
+from lomas.core.errors import INTERNAL_SERVER_ERROR, DPLibrary, ErrorModel
 from lomas.core.frames import frame_to_tight
 from lomas.core.requests import (
+    DiffPrivLibCostRequest,
+    DiffPrivLibDummyQueryRequest,
+    DiffPrivLibQueryRequest,
     DummyDatasetRequest,
     LomasRequest,
+    OpenDPCostRequest,
+    OpenDPDummyQueryRequest,
+    OpenDPQueryRequest,
     SmartnoiseSQLCostRequest,
     SmartnoiseSQLDummyQueryRequest,
     SmartnoiseSQLQueryRequest,
+    SmartnoiseSynthCostRequest,
+    SmartnoiseSynthDummyQueryRequest,
+    SmartnoiseSynthQueryRequest,
 )
 from lomas.core.responses import (
     ArchivedQuery,
@@ -121,21 +129,26 @@ def protocol_router() -> APIRouter:
             ]
         )
 
-    _library_routes(
-        router,
-        "smartnoise_sql",
-        lambda svc: svc.smartnoise_sql,
-        SmartnoiseSQLQueryRequest,
-        SmartnoiseSQLDummyQueryRequest,
-        SmartnoiseSQLCostRequest,
-    )
+    for library, models in _LIBRARY_MODELS.items():
+        _library_routes(router, library, *models)
     return router
+
+
+_LIBRARY_MODELS: dict[DPLibrary, tuple[type[LomasRequest], type[LomasRequest], type[LomasRequest]]] = {
+    DPLibrary.SMARTNOISE_SQL: (SmartnoiseSQLQueryRequest, SmartnoiseSQLDummyQueryRequest, SmartnoiseSQLCostRequest),
+    DPLibrary.OPENDP: (OpenDPQueryRequest, OpenDPDummyQueryRequest, OpenDPCostRequest),
+    DPLibrary.DIFFPRIVLIB: (DiffPrivLibQueryRequest, DiffPrivLibDummyQueryRequest, DiffPrivLibCostRequest),
+    DPLibrary.SMARTNOISE_SYNTH: (
+        SmartnoiseSynthQueryRequest,
+        SmartnoiseSynthDummyQueryRequest,
+        SmartnoiseSynthCostRequest,
+    ),
+}
 
 
 def _library_routes(
     router: APIRouter,
-    library: str,
-    engine_of: Callable[[Any], Any],
+    library: DPLibrary,
     query_model: type[LomasRequest],
     dummy_model: type[LomasRequest],
     cost_model: type[LomasRequest],
@@ -143,13 +156,13 @@ def _library_routes(
     """The three routes every DP library has: query, dummy query and cost estimate."""
 
     def query(body: query_model, user: Caller, svc: Services) -> QueryResponse:  # type: ignore[valid-type]
-        return svc.queries.query(user, body, engine_of(svc))
+        return svc.queries.query(user, body, svc.engines[library])
 
     def dummy_query(body: dummy_model, user: Caller, svc: Services) -> QueryResponse:  # type: ignore[valid-type]
-        return svc.queries.dummy_query(user, body, engine_of(svc))
+        return svc.queries.dummy_query(user, body, svc.engines[library])
 
     def estimate_cost(body: cost_model, user: Caller, svc: Services) -> CostResponse:  # type: ignore[valid-type]
-        return svc.queries.cost(user, body, engine_of(svc))
+        return svc.queries.cost(user, body, svc.engines[library])
 
     router.add_api_route(f"/{library}_query", query, methods=["POST"], tags=[library], name=f"{library}_query")
     router.add_api_route(

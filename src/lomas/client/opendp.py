@@ -1,0 +1,10 @@
+"""OpenDP queries (work in progress)."""
+
+from __future__ import annotations
+
+from lomas.client.http import LomasHttp
+
+
+class OpenDPClient:
+    def __init__(self, http: LomasHttp) -> None:
+        self._http = http

@@ -1,0 +1,29 @@
+"""OpenDP engine (work in progress)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+
+from lomas.core.errors import DPLibrary
+from lomas.server.config import OpenDPSettings
+from lomas.server.data.frame import DataFrameSource
+from lomas.server.engines.base import Cost, Engine
+from lomas.server.store.service import DatasetRecord
+
+
+class OpenDPEngine(Engine[Any, Any]):
+    library: ClassVar[DPLibrary] = DPLibrary.OPENDP
+
+    def __init__(self, settings: OpenDPSettings) -> None:
+        self.settings = settings
+
+    def plan(self, request: Any, dataset: DatasetRecord) -> Any:
+        raise NotImplementedError
+
+    def cost(self, plan: Any) -> Cost:
+        raise NotImplementedError
+
+    def run(self, plan: Any, data: DataFrameSource) -> BaseModel:
+        raise NotImplementedError
