@@ -53,6 +53,7 @@ class OpenDPCostRequest(LomasRequest):
 
     opendp_json: Annotated[str, Field(min_length=1)]
     fixed_delta: Annotated[float | None, Field(ge=0, lt=1, allow_inf_nan=False)] = None
+    pipeline_type: Literal["legacy", "polars"] = "legacy"
 
 
 class OpenDPQueryRequest(OpenDPCostRequest):
