@@ -29,8 +29,17 @@ class Client:
     >>> client.smartnoise_sql.query("SELECT COUNT(*) AS n FROM df", epsilon=1.0, delta=1e-5).df
     """
 
-    def __init__(self, url: str, user_name: str, dataset_name: str, timeout: float = DEFAULT_TIMEOUT_S) -> None:
-        self._http = LomasHttp(url, user_name, dataset_name, timeout)
+    def __init__(
+        self,
+        url: str,
+        user_name: str,
+        dataset_name: str,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        show_progress: bool = True,
+    ) -> None:
+        """`timeout` bounds each HTTP request; long queries run as jobs, polled with a spinner on
+        stderr unless `show_progress` is false."""
+        self._http = LomasHttp(url, user_name, dataset_name, timeout, show_progress)
         self.smartnoise_sql = SmartnoiseSQLClient(self._http)
         self.opendp = OpenDPClient(self._http)
         self.diffprivlib = DiffPrivLibClient(self._http)

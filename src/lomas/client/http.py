@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
 from pydantic import BaseModel
+from rich.console import Console
 
-from lomas.core.errors import InternalServerError, error_from_body
+from lomas.core.errors import InternalServerError, LomasError, error_from_body
+from lomas.core.responses import JobResponse, JobStatus
 
 DEFAULT_TIMEOUT_S = 60.0
+_FIRST_POLL_S = 0.05
+_MAX_POLL_S = 2.0
 
 
 class LomasHttp:
-    def __init__(self, url: str, user_name: str, dataset_name: str, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        url: str,
+        user_name: str,
+        dataset_name: str,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        show_progress: bool = True,
+    ) -> None:
         self.dataset_name = dataset_name
         self.user_name = user_name
+        self.show_progress = show_progress
         self._client = httpx.Client(
             base_url=url.rstrip("/"),
             headers={"user-name": user_name, "Accept": "application/json"},
@@ -24,21 +37,62 @@ class LomasHttp:
 
     def post(self, endpoint: str, body: BaseModel) -> Any:
         """POST a request model; return the decoded JSON answer or raise the server's error."""
-        try:
-            response = self._client.post(f"/{endpoint}", json=body.model_dump(mode="json"))
-        except httpx.HTTPError as error:
-            raise InternalServerError(f"Cannot reach the Lomas server at {self._client.base_url}: {error}") from error
-        try:
-            payload = response.json()
-        except ValueError:
-            payload = response.text
-        if response.status_code == 200:
-            return payload
-        raise error_from_body(payload, response.status_code)
+        return _payload(self._send("POST", f"/{endpoint}", json=body.model_dump(mode="json")), expected=200)
 
     def post_job(self, endpoint: str, body: BaseModel) -> Any:
-        """POST a long query as a background job and wait for its answer (work in progress: synchronous)."""
-        return self.post(endpoint, body)
+        """POST a long query as a background job, wait for it, and return its answer like `post`.
+
+        The server checks the query and reserves its cost before it answers 202, so refusals still
+        arrive at once; then the client polls `GET /status/{job_id}`, showing a spinner, for as long
+        as the job takes (no HTTP request stays open meanwhile, so no timeout is hit).
+        """
+        response = self._send(
+            "POST", f"/{endpoint}", json=body.model_dump(mode="json"), headers={"Prefer": "respond-async"}
+        )
+        if response.status_code == 200:  # a server that answers synchronously
+            return _payload(response, expected=200)
+        job = JobResponse.model_validate(_payload(response, expected=202))
+        return self._wait(job)
+
+    def job(self, job_id: str) -> JobResponse:
+        """The state of one of the caller's background jobs."""
+        return JobResponse.model_validate(_payload(self._send("GET", f"/status/{job_id}"), expected=200))
+
+    def _wait(self, job: JobResponse) -> Any:
+        console = Console(stderr=True, quiet=not self.show_progress)
+        started = time.monotonic()
+        interval = _FIRST_POLL_S
+        with console.status(f"Job {job.job_id} {job.status}") as status:
+            while job.status in (JobStatus.PENDING, JobStatus.RUNNING):
+                time.sleep(interval)
+                interval = min(interval * 1.5, _MAX_POLL_S)
+                job = self.job(job.job_id)
+                status.update(f"{job.library} job {job.status}, {time.monotonic() - started:.0f} s")
+        if job.status == JobStatus.COMPLETE and job.result is not None:
+            return job.result.model_dump(mode="json")
+        raise _job_error(job)
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self._client.request(method, path, **kwargs)
+        except httpx.HTTPError as error:
+            raise InternalServerError(f"Cannot reach the Lomas server at {self._client.base_url}: {error}") from error
 
     def close(self) -> None:
         self._client.close()
+
+
+def _payload(response: httpx.Response, expected: int) -> Any:
+    try:
+        payload = response.json()
+    except ValueError:
+        payload = response.text
+    if response.status_code == expected:
+        return payload
+    raise error_from_body(payload, response.status_code)
+
+
+def _job_error(job: JobResponse) -> LomasError:
+    if job.error is None:
+        return InternalServerError(f"Job {job.job_id} ended as {job.status} without an answer.")
+    return error_from_body(job.error.model_dump(mode="json"), job.status_code or 500)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, Field
 
-from lomas.core.errors import DPLibrary
+from lomas.core.errors import DPLibrary, ErrorModel
 
 
 class InitialBudgetResponse(BaseModel):
@@ -101,3 +103,24 @@ class StateResponse(BaseModel):
     requested_by: str | None = None
     state: dict[str, Any]
 
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"  # accepted, waiting for a worker
+    RUNNING = "running"
+    COMPLETE = "complete"  # `result` holds the query response
+    FAILED = "failed"  # `error` holds the error body, `status_code` its HTTP status
+
+
+class JobResponse(BaseModel):
+    """A query running in the background (`Prefer: respond-async`); poll `GET /status/{job_id}`."""
+
+    job_id: str
+    status: JobStatus
+    library: DPLibrary
+    dummy: bool
+    created_at: datetime
+    finished_at: datetime | None = None
+    status_code: int | None = None
+    result: QueryResponse | None = None
+    error: ErrorModel | None = None

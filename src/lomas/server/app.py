@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +25,7 @@ from lomas.server.engines.diffprivlib import DiffPrivLibEngine
 from lomas.server.engines.opendp import OpenDPEngine
 from lomas.server.engines.smartnoise_sql import SmartnoiseSQLEngine
 from lomas.server.engines.smartnoise_synth import SmartnoiseSynthEngine
+from lomas.server.jobs import JobRunner
 from lomas.server.ledger import Ledger
 from lomas.server.queries import QueryService
 from lomas.server.routes import protocol_router
@@ -39,6 +43,7 @@ class Services:
     store: AdminStore
     queries: QueryService
     engines: dict[DPLibrary, Engine[Any, Any]]
+    jobs: JobRunner
 
 
 def _load_private_frame(dataset: DatasetRecord) -> DataFrameSource:
@@ -54,6 +59,7 @@ def build_services(settings: Settings) -> Services:
         settings=settings,
         store=store,
         queries=QueryService(store, ledger, cache, settings.limits.max_dummy_rows),
+        jobs=JobRunner(sessions, settings.jobs.workers),
         engines={
             DPLibrary.SMARTNOISE_SQL: SmartnoiseSQLEngine(settings.limits.max_query_length),
             DPLibrary.OPENDP: OpenDPEngine(settings.opendp),
@@ -84,12 +90,20 @@ async def _unexpected_error(_request: Request, error: Exception) -> JSONResponse
 
 
 def create_app(settings: Settings) -> FastAPI:
+    services = build_services(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await asyncio.to_thread(services.jobs.shutdown)
+
     app = FastAPI(
         title="Lomas",
         version=__version__,
         description="Differentially private queries on datasets that never leave their owner's server.",
+        lifespan=lifespan,
     )
-    app.state.services = build_services(settings)
+    app.state.services = services
     app.add_exception_handler(LomasError, _lomas_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -8,6 +8,8 @@ cost requests stop after `cost`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from lomas.core.errors import (
@@ -71,20 +73,35 @@ class QueryService:
         return CostResponse(epsilon=cost.epsilon, delta=cost.delta)
 
     def dummy_query(self, user_name: str, request: LomasRequest, engine: Engine[Any, Any]) -> QueryResponse:
+        return self.prepare_dummy_query(user_name, request, engine).run()
+
+    def query(self, user_name: str, request: LomasRequest, engine: Engine[Any, Any]) -> QueryResponse:
+        return self.prepare_query(user_name, request, engine).run()
+
+    # -- preparation (everything that can refuse a request) and execution, which a job may defer ------
+    def prepare_dummy_query(
+        self, user_name: str, request: LomasRequest, engine: Engine[Any, Any]
+    ) -> PreparedQuery:
         assert isinstance(request, DummyMixin)
         dataset = self.authorized_dataset(user_name, request.dataset_name)
         plan = engine.plan(request, dataset)
         cost = engine.cost(plan)
         data = self.dummy_frame(dataset, request.dummy_nb_rows, request.dummy_seed)
-        try:
-            result = engine.run(plan, data)
-        except LomasError:
-            raise
-        except Exception as error:  # dummy data is public: the library's message may be shown
-            raise ExternalLibraryError(engine.library, f"Error executing query on the dummy dataset: {error}") from error
-        return QueryResponse(epsilon=cost.epsilon, delta=cost.delta, requested_by=user_name, result=result)
 
-    def query(self, user_name: str, request: LomasRequest, engine: Engine[Any, Any]) -> QueryResponse:
+        def run() -> QueryResponse:
+            try:
+                result = engine.run(plan, data)
+            except LomasError:
+                raise
+            except Exception as error:  # dummy data is public: the library's message may be shown
+                message = f"Error executing query on the dummy dataset: {error}"
+                raise ExternalLibraryError(engine.library, message) from error
+            return QueryResponse(epsilon=cost.epsilon, delta=cost.delta, requested_by=user_name, result=result)
+
+        return PreparedQuery(dataset.name, run, abandon=lambda: None)
+
+    def prepare_query(self, user_name: str, request: LomasRequest, engine: Engine[Any, Any]) -> PreparedQuery:
+        """Check the request, price it and reserve its cost; the returned query reads the private data."""
         dataset = self.authorized_dataset(user_name, request.dataset_name, to_query=True)
         plan = engine.plan(request, dataset)
         cost = engine.cost(plan)
@@ -92,22 +109,40 @@ class QueryService:
         reservation = self.ledger.reserve(
             user_name, dataset.name, engine.library, client_input, cost.epsilon, cost.delta
         )
-        try:
-            data = self.cache.get(dataset)
-        except DataUnavailableError:
-            logger.exception("dataset %s unavailable", dataset.name)
-            self.ledger.release(reservation)
-            raise InternalServerError(DATA_UNAVAILABLE) from None
-        except BaseException:
-            self.ledger.release(reservation)
-            raise
-        # From here on private data has been read: the cost is charged whatever happens.
-        try:
-            result = engine.run(plan, data)
-            response = QueryResponse(epsilon=cost.epsilon, delta=cost.delta, requested_by=user_name, result=result)
-        except BaseException as error:
-            logger.error("query on %s failed after reading private data (%s)", dataset.name, type(error).__name__)
-            self.ledger.charge(reservation, None, error=FAILED_ON_PRIVATE_DATA)
-            raise ExternalLibraryError(engine.library, FAILED_ON_PRIVATE_DATA) from None
-        self.ledger.charge(reservation, response.model_dump(mode="json"))
-        return response
+
+        def run() -> QueryResponse:
+            try:
+                data = self.cache.get(dataset)
+            except DataUnavailableError:
+                logger.exception("dataset %s unavailable", dataset.name)
+                self.ledger.release(reservation)
+                raise InternalServerError(DATA_UNAVAILABLE) from None
+            except BaseException:
+                self.ledger.release(reservation)
+                raise
+            # From here on private data has been read: the cost is charged whatever happens.
+            try:
+                result = engine.run(plan, data)
+                response = QueryResponse(
+                    epsilon=cost.epsilon, delta=cost.delta, requested_by=user_name, result=result
+                )
+            except BaseException as error:
+                logger.error(
+                    "query on %s failed after reading private data (%s)", dataset.name, type(error).__name__
+                )
+                self.ledger.charge(reservation, None, error=FAILED_ON_PRIVATE_DATA)
+                raise ExternalLibraryError(engine.library, FAILED_ON_PRIVATE_DATA) from None
+            self.ledger.charge(reservation, response.model_dump(mode="json"))
+            return response
+
+        return PreparedQuery(dataset.name, run, abandon=lambda: self.ledger.release(reservation))
+
+
+@dataclass(frozen=True)
+class PreparedQuery:
+    """A query that passed every check (and whose cost is reserved): `run` executes it once;
+    `abandon` gives the reservation back when it will never run (a job cancelled at shutdown)."""
+
+    dataset_name: str
+    run: Callable[[], QueryResponse]
+    abandon: Callable[[], None]

@@ -7,8 +7,8 @@ block the event loop.
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import RedirectResponse
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import JSONResponse, RedirectResponse
 
 from lomas import __version__
 from lomas.core.errors import INTERNAL_SERVER_ERROR, DPLibrary, ErrorModel
@@ -34,6 +34,7 @@ from lomas.core.responses import (
     CostResponse,
     DummyDatasetResponse,
     InitialBudgetResponse,
+    JobResponse,
     PreviousQueriesResponse,
     QueryResponse,
     RemainingBudgetResponse,
@@ -42,6 +43,7 @@ from lomas.core.responses import (
 )
 from lomas.server.auth import caller_from_request
 from lomas.server.data.dtypes import datetime_columns
+from lomas.server.queries import PreparedQuery
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorModel, "description": description}
@@ -65,6 +67,9 @@ def caller(request: Request) -> str:
 
 Services = Annotated[Any, Depends(services)]
 Caller = Annotated[str, Depends(caller)]
+PreferHeader = Annotated[
+    str | None, Header(description="`respond-async` runs the query as a job: 202, then `GET /status/{job_id}`.")
+]
 
 
 def protocol_router() -> APIRouter:
@@ -129,6 +134,11 @@ def protocol_router() -> APIRouter:
             ]
         )
 
+    @router.get("/status/{job_id}", tags=["jobs"])
+    def job_status(job_id: str, user: Caller, svc: Services) -> JobResponse:
+        """A background job of the caller's: its state, then its answer or its error."""
+        return svc.jobs.status(user, job_id)
+
     for library, models in _LIBRARY_MODELS.items():
         _library_routes(router, library, *models)
     return router
@@ -155,19 +165,41 @@ def _library_routes(
 ) -> None:
     """The three routes every DP library has: query, dummy query and cost estimate."""
 
-    def query(body: query_model, user: Caller, svc: Services) -> QueryResponse:  # type: ignore[valid-type]
-        return svc.queries.query(user, body, svc.engines[library])
+    def query(
+        body: query_model, user: Caller, svc: Services, prefer: PreferHeader = None  # type: ignore[valid-type]
+    ) -> Any:
+        prepared = svc.queries.prepare_query(user, body, svc.engines[library])
+        return _answer(svc, user, library, False, prepared, prefer)
 
-    def dummy_query(body: dummy_model, user: Caller, svc: Services) -> QueryResponse:  # type: ignore[valid-type]
-        return svc.queries.dummy_query(user, body, svc.engines[library])
+    def dummy_query(
+        body: dummy_model, user: Caller, svc: Services, prefer: PreferHeader = None  # type: ignore[valid-type]
+    ) -> Any:
+        prepared = svc.queries.prepare_dummy_query(user, body, svc.engines[library])
+        return _answer(svc, user, library, True, prepared, prefer)
 
     def estimate_cost(body: cost_model, user: Caller, svc: Services) -> CostResponse:  # type: ignore[valid-type]
         return svc.queries.cost(user, body, svc.engines[library])
 
-    router.add_api_route(f"/{library}_query", query, methods=["POST"], tags=[library], name=f"{library}_query")
-    router.add_api_route(
-        f"/dummy_{library}_query", dummy_query, methods=["POST"], tags=[library], name=f"dummy_{library}_query"
-    )
+    for path, handler in ((f"/{library}_query", query), (f"/dummy_{library}_query", dummy_query)):
+        router.add_api_route(
+            path,
+            handler,
+            methods=["POST"],
+            tags=[library],
+            name=path.lstrip("/"),
+            response_model=QueryResponse,
+            responses={202: {"model": JobResponse, "description": "Accepted as a job (`Prefer: respond-async`)"}},
+        )
     router.add_api_route(
         f"/estimate_{library}_cost", estimate_cost, methods=["POST"], tags=[library], name=f"estimate_{library}_cost"
+    )
+
+
+def _answer(svc: Any, user: str, library: DPLibrary, dummy: bool, prepared: PreparedQuery, prefer: str | None) -> Any:
+    """Run the query now, or as a background job when the caller prefers (RFC 7240 `respond-async`)."""
+    if prefer is None or "respond-async" not in prefer.lower():
+        return prepared.run()
+    job = svc.jobs.submit(user, library, dummy, prepared)
+    return JSONResponse(
+        job.model_dump(mode="json"), status_code=202, headers={"Location": f"/status/{job.job_id}"}
     )

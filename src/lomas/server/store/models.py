@@ -7,8 +7,8 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Dialect, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
-from sqlalchemy.types import TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
 
 
 def utcnow() -> datetime:
@@ -124,3 +124,22 @@ class Query(Base):
 
     user: Mapped[User] = relationship()
     dataset: Mapped[Dataset] = relationship()
+
+
+class Job(Base):
+    """A query run in the background. Its owner polls `GET /status/{id}` from any server replica."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_user", "user_id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    library: Mapped[str] = mapped_column(String(32))
+    dummy: Mapped[bool] = mapped_column()
+    status: Mapped[str] = mapped_column(String(16))  # a JobStatus
+    status_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from lomas.core.metadata import Metadata
 from lomas.server.ledger import exact
-from lomas.server.store.models import Dataset, Grant, Query, QueryStatus, User, utcnow
+from lomas.server.store.models import Dataset, Grant, Job, Query, QueryStatus, User, utcnow
 
 
 class StoreError(ValueError):
@@ -105,7 +105,9 @@ class AdminStore:
         """Delete a user; with grants or archived queries only when `cascade` deletes them too."""
         with self._sessions.begin() as session:
             user = _user(session, name)
-            _delete_dependents(session, Grant.user_id == user.id, Query.user_id == user.id, cascade, f"user {name!r}")
+            _delete_dependents(
+                session, Grant.user_id == user.id, Query.user_id == user.id, Job.user_id == user.id, cascade, f"user {name!r}"
+            )
             session.delete(user)
 
     def access(self, user_name: str, dataset_name: str) -> Access:
@@ -155,7 +157,12 @@ class AdminStore:
         with self._sessions.begin() as session:
             dataset = _dataset(session, name)
             _delete_dependents(
-                session, Grant.dataset_id == dataset.id, Query.dataset_id == dataset.id, cascade, f"dataset {name!r}"
+                session,
+                Grant.dataset_id == dataset.id,
+                Query.dataset_id == dataset.id,
+                Job.dataset_id == dataset.id,
+                cascade,
+                f"dataset {name!r}",
             )
             session.delete(dataset)
 
@@ -239,7 +246,11 @@ def _joined(statement: Any, table: Any, user_name: str | None, dataset_name: str
     return statement.order_by(User.name, Dataset.name)
 
 
-def _delete_dependents(session: Session, grant_filter: Any, query_filter: Any, cascade: bool, what: str) -> None:
+def _delete_dependents(
+    session: Session, grant_filter: Any, query_filter: Any, job_filter: Any, cascade: bool, what: str
+) -> None:
+    """Refuse (or with `cascade` delete) grants and archives; background jobs go with their user or dataset."""
+    session.execute(delete(Job).where(job_filter))
     grants = session.scalar(select(func.count()).select_from(Grant).where(grant_filter)) or 0
     queries = session.scalar(select(func.count()).select_from(Query).where(query_filter)) or 0
     if not (grants or queries):

@@ -1,0 +1,118 @@
+"""Background jobs: a query the client asked to run asynchronously (`Prefer: respond-async`).
+
+The request is checked, priced and its budget reserved before the job is accepted, so every refusal
+is still an immediate 4xx; only the execution is deferred to a worker thread. A job's state lives in
+the admin store, so its owner can poll `GET /status/{id}` on any replica. Jobs still queued when the
+server stops give their reservation back (no private data was read) and are marked failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from lomas.core.errors import InternalServerError, LomasError, UnauthorizedAccessError
+from lomas.core.responses import JobResponse, JobStatus
+from lomas.server.queries import PreparedQuery
+from lomas.server.store.models import Dataset, Job, User, utcnow
+
+logger = logging.getLogger(__name__)
+
+SERVER_STOPPED = "The server stopped before this job started; nothing was charged. Please send the query again."
+
+
+class JobRunner:
+    def __init__(self, sessions: sessionmaker[Session], workers: int) -> None:
+        self._sessions = sessions
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lomas-job")
+        self._queued: dict[str, tuple[Future[None], PreparedQuery]] = {}
+        self._lock = threading.Lock()
+
+    def submit(self, user_name: str, library: str, dummy: bool, query: PreparedQuery) -> JobResponse:
+        """Record a pending job and hand it to a worker."""
+        job_id = str(uuid.uuid4())
+        with self._sessions.begin() as session:
+            user_id = session.scalar(select(User.id).where(User.name == user_name))
+            dataset_id = session.scalar(select(Dataset.id).where(Dataset.name == query.dataset_name))
+            job = Job(
+                id=job_id,
+                user_id=user_id,
+                dataset_id=dataset_id,
+                library=library,
+                dummy=dummy,
+                status=JobStatus.PENDING,
+            )
+            session.add(job)
+            session.flush()
+            response = _response(job)
+        with self._lock:
+            self._queued[job_id] = (self._executor.submit(self._run, job_id, query), query)
+        return response
+
+    def status(self, user_name: str, job_id: str) -> JobResponse:
+        """The job, if it belongs to the caller; another user's job looks exactly like a missing one."""
+        with self._sessions() as session:
+            job = session.scalars(
+                select(Job).join(User, User.id == Job.user_id).where(Job.id == job_id, User.name == user_name)
+            ).one_or_none()
+            if job is None:
+                raise UnauthorizedAccessError(f"There is no job {job_id} of {user_name}.")
+            return _response(job)
+
+    def shutdown(self) -> None:
+        """Cancel queued jobs (giving their budget back), then wait for the running ones."""
+        with self._lock:
+            queued = list(self._queued.items())
+        for job_id, (future, query) in queued:
+            if future.cancel():
+                query.abandon()
+                self._finish(job_id, JobStatus.FAILED, 500, InternalServerError(SERVER_STOPPED).to_model())
+        self._executor.shutdown(wait=True)
+
+    def _run(self, job_id: str, query: PreparedQuery) -> None:
+        with self._lock:
+            self._queued.pop(job_id, None)
+        self._update(job_id, status=JobStatus.RUNNING, started_at=utcnow())
+        try:
+            response = query.run()
+        except LomasError as error:
+            self._finish(job_id, JobStatus.FAILED, error.status_code, error.to_model())
+        except Exception as error:  # the job thread must record every outcome
+            logger.error("job %s failed unexpectedly (%s)", job_id, type(error).__name__, exc_info=error)
+            self._finish(job_id, JobStatus.FAILED, 500, InternalServerError().to_model())
+        else:
+            self._finish(job_id, JobStatus.COMPLETE, 200, response)
+
+    def _finish(self, job_id: str, status: JobStatus, status_code: int, body: Any) -> None:
+        self._update(
+            job_id,
+            status=status,
+            status_code=status_code,
+            result=body.model_dump(mode="json"),
+            finished_at=utcnow(),
+        )
+
+    def _update(self, job_id: str, **values: Any) -> None:
+        with self._sessions.begin() as session:
+            session.execute(update(Job).where(Job.id == job_id).values(**values))
+
+
+def _response(job: Job) -> JobResponse:
+    complete = job.status == JobStatus.COMPLETE
+    return JobResponse(
+        job_id=job.id,
+        status=JobStatus(job.status),
+        library=job.library,
+        dummy=job.dummy,
+        created_at=job.created_at,
+        finished_at=job.finished_at,
+        status_code=job.status_code,
+        result=job.result if complete else None,
+        error=None if complete else job.result,
+    )
