@@ -67,6 +67,16 @@ def compat_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServ
 @pytest.fixture(scope="module")
 def report(compat_python: Path, compat_server: LiveServer) -> dict[str, Any]:
     """Run the scenario once with the 0.4.1 client; its JSON report of what the researcher observed."""
+    return run_scenario(compat_python, compat_server, "client_scenario.py")
+
+
+@pytest.fixture(scope="module")
+def library_report(compat_python: Path, compat_server: LiveServer) -> dict[str, Any]:
+    """The OpenDP, DiffPrivLib and SmartNoise-Synth scenario (another user, so budgets stay apart)."""
+    return run_scenario(compat_python, compat_server, "libraries_scenario.py")
+
+
+def run_scenario(compat_python: Path, compat_server: LiveServer, script: str) -> dict[str, Any]:
     env = {
         key: value
         for key, value in os.environ.items()
@@ -74,7 +84,7 @@ def report(compat_python: Path, compat_server: LiveServer) -> dict[str, Any]:
     }
     # No OpenTelemetry collector here: without this the client's exporters retry for minutes at exit.
     env["OTEL_SDK_DISABLED"] = "true"
-    command = [str(compat_python), str(COMPAT_DIR / "client_scenario.py"), compat_server.url]
+    command = [str(compat_python), str(COMPAT_DIR / script), compat_server.url]
     try:
         done = subprocess.run(
             command,
@@ -535,3 +545,80 @@ def test_rejected_queries_charge_nothing(report: dict[str, Any]) -> None:
         assert value["outcome"]["raised"] is not None, (step, value["outcome"])
         assert value["spent_after"] == value["spent_before"], step
         assert value["previous_queries_after"] == value["previous_queries_before"] == 2, step
+
+
+# --- OpenDP, DiffPrivLib and SmartNoise-Synth (tests/compat/libraries_scenario.py, as Tintin) ---------------
+
+lib = _load("lomas_compat_libraries_scenario", COMPAT_DIR / "libraries_scenario.py")
+PENGUIN_SPECIES = {"Adelie", "Chinstrap", "Gentoo"}
+
+
+def assert_charged_as_estimated(library_report: dict[str, Any], cost_step: str, query_step: str) -> dict[str, Any]:
+    cost = fields(observed(library_report, cost_step), "CostResponse")
+    query = observed(library_report, query_step)
+    assert query["type"] == "lomas_core.models.responses.QueryResponse"
+    assert query["requested_by"] == lib.USER
+    assert (query["epsilon"], query["delta"]) == (cost["epsilon"], cost["delta"]), query_step
+    return query
+
+
+def test_opendp_pipelines_of_the_041_client_run_and_cost_what_they_said(library_report: dict[str, Any]) -> None:
+    count = assert_charged_as_estimated(library_report, "opendp_count_cost", "opendp_count")
+    assert count["result_type"] == "lomas_core.models.responses.OpenDPQueryResult"
+    assert count["res_type"] == "opendp"
+    assert isinstance(count["value"], int) and 250 <= count["value"] <= 450  # 344 rows, Laplace scale 2
+    assert count["delta"] == 0
+    dummy = observed(library_report, "opendp_count_dummy")
+    assert isinstance(dummy["value"], int) and dummy["epsilon"] == count["epsilon"]
+
+    mean = observed(library_report, "opendp_mean_laplace")
+    assert isinstance(mean["value"], float) and 0.0 <= mean["value"] <= 100.0
+    gaussian = assert_charged_as_estimated(library_report, "opendp_mean_gaussian_cost", "opendp_mean_gaussian")
+    assert gaussian["delta"] == lib.FIXED_DELTA and gaussian["epsilon"] > 0  # zCDP converted at fixed_delta
+
+    spent = fields(observed(library_report, "spent_after_opendp"), "SpentBudgetResponse")
+    assert spent["total_spent_epsilon"] == pytest.approx(count["epsilon"] + mean["epsilon"] + gaussian["epsilon"])
+    assert spent["total_spent_delta"] == pytest.approx(lib.FIXED_DELTA)
+
+
+def test_diffprivlib_pipeline_is_fitted_and_unpickled_by_the_041_client(library_report: dict[str, Any]) -> None:
+    cost = fields(observed(library_report, "diffprivlib_cost"), "CostResponse")
+    assert cost == {"epsilon": 1.5, "delta": 0.0}  # StandardScaler 0.5 + LogisticRegression 1.0
+    dummy = observed(library_report, "diffprivlib_dummy")
+    assert dummy["res_type"] == "diffprivlib" and dummy["model_type"] == "sklearn.pipeline.Pipeline"
+
+    fitted = assert_charged_as_estimated(library_report, "diffprivlib_cost", "diffprivlib_query")
+    assert fitted["result_type"] == "lomas_core.models.responses.DiffPrivLibQueryResult"
+    assert fitted["model_type"] == "sklearn.pipeline.Pipeline"
+    assert 0.0 <= fitted["score"] <= 1.0
+    assert set(fitted["predictions"]) <= PENGUIN_SPECIES and len(fitted["predictions"]) == 3
+
+    before = fields(observed(library_report, "spent_after_opendp"), "SpentBudgetResponse")
+    after = fields(observed(library_report, "spent_after_diffprivlib"), "SpentBudgetResponse")
+    assert after["total_spent_epsilon"] == pytest.approx(before["total_spent_epsilon"] + 1.5)
+
+
+def test_smartnoise_synth_samples_and_model_reach_the_041_client(library_report: dict[str, Any]) -> None:
+    cost = fields(observed(library_report, "synth_cost"), "CostResponse")
+    assert cost["epsilon"] == lib.SYNTH_EPSILON
+
+    for step in ("synth_dummy_samples", "synth_samples"):
+        samples = observed(library_report, step)
+        assert samples["res_type"] == "sn_synth_samples", step
+        frame = samples["df_samples"]
+        assert frame["type"] == "pandas.core.frame.DataFrame"
+        assert frame["shape"] == [lib.NB_SAMPLES, len(lib.SYNTH_COLUMNS)] and frame["columns"] == lib.SYNTH_COLUMNS
+        assert {frame_cell(frame, row, "species") for row in range(lib.NB_SAMPLES)} <= PENGUIN_SPECIES
+    assert_charged_as_estimated(library_report, "synth_cost", "synth_samples")
+
+    model = assert_charged_as_estimated(library_report, "synth_cost", "synth_model")
+    assert model["res_type"] == "smartnoise_synth"
+    assert model["model_type"].startswith("snsynth.")
+    assert model["model_samples"]["shape"] == [10, len(lib.SYNTH_COLUMNS)]
+
+
+def test_library_queries_are_archived_with_their_library(library_report: dict[str, Any]) -> None:
+    history = observed(library_report, "previous_queries")
+    assert [entry["dp_librairy"] for entry in history] == ["opendp"] * 3 + ["diffprivlib"] + ["smartnoise_synth"] * 2
+    total = fields(observed(library_report, "spent_after_synth"), "SpentBudgetResponse")
+    assert total["total_spent_epsilon"] == pytest.approx(sum(entry["response"]["epsilon"] for entry in history))

@@ -296,7 +296,9 @@ def to_json(value: Any) -> Any:
     return repr(value)
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], run: Callable[[str], dict[str, Any]] | None = None) -> int:
+    """Run a scenario (this file's by default) against the server URL in argv; print its JSON report."""
+    run = run or scenario
     if len(argv) != 2:
         print(f"usage: {argv[0]} SERVER_URL", file=sys.stderr)
         return 2
@@ -304,7 +306,7 @@ def main(argv: list[str]) -> int:
     real_stdout, sys.stdout = sys.stdout, sys.stderr
     started = time.monotonic()
     try:
-        steps = scenario(argv[1].rstrip("/"))
+        steps = run(argv[1].rstrip("/"))
     except Exception:  # noqa: BLE001 - import errors and the like still produce a JSON report
         steps = {"scenario": {"ok": False, "exception": "crash", "traceback": traceback.format_exc()}}
     report = {"python": sys.version, "seconds": round(time.monotonic() - started, 3), "steps": steps}
