@@ -1,7 +1,7 @@
-"""Latency, throughput and memory of SmartNoise-SQL queries through a real Lomas server.
+"""Latency, throughput and memory of DP queries through a real Lomas server.
 
-    python benchmarks/bench_smartnoise_sql.py [--rows 1000000] [--duration 10] [--workers 1]
-                                              [--out-dir bench-results]
+    python benchmarks/bench_queries.py [--rows 1000000] [--duration 10] [--workers 1]
+                                       [--only NAME ...] [--out-dir bench-results]
 
 Run it with the Python of an environment where `lomas` is installed (the server is started with the
 same interpreter). See benchmarks/README.md for what it does and what it prints.
@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,15 +42,40 @@ HTTP_TIMEOUT_S = 120.0
 
 COUNT_SQL = "SELECT COUNT(*) AS n FROM df"
 GROUP_BY_SQL = "SELECT species, AVG(body_mass_g) AS m FROM df GROUP BY species"
-QUERIES = {  # name -> (dataset, SQL)
-    "count": ("PENGUIN", COUNT_SQL),
-    "group_by_1m": (BIG_DATASET, GROUP_BY_SQL),
+
+
+def sql_body(dataset: str, sql: str) -> dict[str, Any]:
+    return {
+        "dataset_name": dataset,
+        "query_str": sql,
+        "epsilon": QUERY_EPSILON,
+        "delta": QUERY_DELTA,
+        "mechanisms": {},
+        "postprocess": True,
+    }
+
+
+@dataclass(frozen=True)
+class Query:
+    """One benchmarked request: `POST /{library}_query` with `body()` (built once, before the clock)."""
+
+    library: str
+    dataset: str
+    description: str
+    body: Callable[[], dict[str, Any]]
+
+
+QUERIES = {
+    "sql_count": Query("smartnoise_sql", "PENGUIN", COUNT_SQL, lambda: sql_body("PENGUIN", COUNT_SQL)),
+    "sql_group_by_1m": Query(
+        "smartnoise_sql", BIG_DATASET, GROUP_BY_SQL, lambda: sql_body(BIG_DATASET, GROUP_BY_SQL)
+    ),
 }
-SCENARIOS = [("count", 1), ("count", 8), ("group_by_1m", 1), ("group_by_1m", 8)]
+SCENARIOS = [("sql_count", 1), ("sql_count", 8), ("sql_group_by_1m", 1), ("sql_group_by_1m", 8)]
 TARGETS = {  # what the project aims for; reported, never asserted
-    "count p50 ms (1 client)": ("count", 1, "p50_ms", "<=", 6.0),
-    "group_by_1m p50 ms (1 client)": ("group_by_1m", 1, "p50_ms", "<=", 100.0),
-    "count throughput req/s (8 clients)": ("count", 8, "throughput_rps", ">=", 300.0),
+    "sql_count p50 ms (1 client)": ("sql_count", 1, "p50_ms", "<=", 6.0),
+    "sql_group_by_1m p50 ms (1 client)": ("sql_group_by_1m", 1, "p50_ms", "<=", 100.0),
+    "sql_count throughput req/s (8 clients)": ("sql_count", 8, "throughput_rps", ">=", 300.0),
 }
 
 
@@ -274,18 +300,6 @@ def stop_server(server: Server) -> None:
 
 
 # -- load ------------------------------------------------------------------------------------------
-def query_body(name: str) -> dict[str, Any]:
-    dataset, sql = QUERIES[name]
-    return {
-        "dataset_name": dataset,
-        "query_str": sql,
-        "epsilon": QUERY_EPSILON,
-        "delta": QUERY_DELTA,
-        "mechanisms": {},
-        "postprocess": True,
-    }
-
-
 def _client(url: str) -> httpx.Client:
     return httpx.Client(base_url=url, headers={"user-name": BENCH_USER}, timeout=HTTP_TIMEOUT_S)
 
@@ -295,12 +309,12 @@ def _check(response: httpx.Response, what: str) -> None:
         raise BenchmarkError(f"{what}: HTTP {response.status_code}: {response.text[:500]}")
 
 
-def warm_up(url: str, name: str, clients: int) -> dict[str, Any]:
-    """First requests pay the query rewrite and the dataset load; several clients reach every worker."""
-    body = query_body(name)
+def warm_up(url: str, name: str, body: dict[str, Any], clients: int) -> dict[str, Any]:
+    """First requests pay the query planning and the dataset load; several clients reach every worker."""
+    path = f"/{QUERIES[name].library}_query"
     with _client(url) as client:
         started = time.perf_counter()
-        response = client.post("/smartnoise_sql_query", json=body)
+        response = client.post(path, json=body)
         first_ms = (time.perf_counter() - started) * 1000
         _check(response, f"warm-up {name}")
         cost = {"epsilon": response.json()["epsilon"], "delta": response.json()["delta"]}
@@ -310,7 +324,7 @@ def warm_up(url: str, name: str, clients: int) -> dict[str, Any]:
         try:
             with _client(url) as client:
                 for _ in range(WARMUP_REQUESTS):
-                    _check(client.post("/smartnoise_sql_query", json=body), f"warm-up {name}")
+                    _check(client.post(path, json=body), f"warm-up {name}")
         except Exception as error:  # reported by the main thread
             errors.append(str(error))
 
@@ -345,8 +359,10 @@ class ScenarioResult:
     server_vm_hwm_sum_mib_after: float = 0.0
 
 
-def run_scenario(url: str, server_pid: int, name: str, clients: int, duration: float) -> ScenarioResult:
-    body = query_body(name)
+def run_scenario(
+    url: str, server_pid: int, name: str, body: dict[str, Any], clients: int, duration: float
+) -> ScenarioResult:
+    path = f"/{QUERIES[name].library}_query"
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors: list[str] = []
     stop = threading.Event()
@@ -360,7 +376,7 @@ def run_scenario(url: str, server_pid: int, name: str, clients: int, duration: f
             barrier.wait()
             while not stop.is_set():
                 started = time.perf_counter()
-                response = client.post("/smartnoise_sql_query", json=body)
+                response = client.post(path, json=body)
                 elapsed = time.perf_counter() - started
                 _check(response, f"{name} with {clients} clients")
                 mine.append(elapsed)
@@ -398,11 +414,10 @@ def run_scenario(url: str, server_pid: int, name: str, clients: int, duration: f
     if samples.size == 0:
         raise BenchmarkError(f"{name} with {clients} clients: no request completed")
     p50, p95, p99 = np.percentile(samples, [50, 95, 99])
-    dataset, sql = QUERIES[name]
     return ScenarioResult(
         scenario=name,
-        dataset=dataset,
-        query=sql,
+        dataset=QUERIES[name].dataset,
+        query=QUERIES[name].description,
         clients=clients,
         requests=int(samples.size),
         elapsed_s=round(elapsed, 3),
@@ -470,6 +485,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of PENGUIN_1M (default 1,000,000)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per scenario (default 10)")
     parser.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
+    parser.add_argument(
+        "--only", nargs="+", choices=sorted(QUERIES), metavar="NAME", help=f"run only these: {', '.join(QUERIES)}"
+    )
     parser.add_argument("--out-dir", type=Path, default=Path("bench-results"), help="where the JSON goes")
     parser.add_argument("--keep-data", action="store_true", help="keep the temporary data dir (debugging)")
     args = parser.parse_args(argv)
@@ -493,18 +511,20 @@ def main(argv: list[str] | None = None) -> int:
         server = start_server(data_dir, args.workers)
         pid = server.process.pid
         memory_at_start = server_memory(pid)
+        scenarios = [(name, clients) for name, clients in SCENARIOS if not args.only or name in args.only]
+        bodies = {name: QUERIES[name].body() for name, _ in scenarios}
         warmups = {}
-        for name in QUERIES:
-            warmups[name] = warm_up(server.url, name, clients=8)
+        for name, body in bodies.items():
+            warmups[name] = warm_up(server.url, name, body, clients=8)
             print(
                 f"  warm-up {name}: first request {warmups[name]['first_request_ms']:.0f} ms, "
                 f"cost per query {warmups[name]['cost']}"
             )
         memory_after_warmup = server_memory(pid)
         results = []
-        for name, clients in SCENARIOS:
+        for name, clients in scenarios:
             print(f"running {name} with {clients} client{'s' if clients > 1 else ''} for {args.duration:g} s")
-            results.append(run_scenario(server.url, pid, name, clients, args.duration))
+            results.append(run_scenario(server.url, pid, name, bodies[name], clients, args.duration))
         memory = server_memory(pid)
     except BenchmarkError as error:
         print(f"benchmark failed: {error}", file=sys.stderr)
@@ -542,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {label}: {outcome['value']} (target {outcome['target']}) {verdict}")
 
     record = {
-        "benchmark": "smartnoise_sql",
+        "benchmark": "queries",
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "git_revision": git_revision(),
         "config": {
@@ -563,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    out_path = args.out_dir / f"smartnoise_sql-w{args.workers}-{stamp}.json"
+    out_path = args.out_dir / f"queries-w{args.workers}-{stamp}.json"
     out_path.write_text(json.dumps(record, indent=2))
     print(f"results written to {out_path}")
     return 0
