@@ -14,16 +14,14 @@ from typing import Any
 import pytest
 import yaml
 from alembic.autogenerate import compare_metadata
-from alembic.config import Config
 from alembic.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from lomas.core.errors import InvalidQueryError, UnauthorizedAccessError
 from lomas.server.demo.catalog import demo_datasets
 from lomas.server.ledger import CRASHED_EXECUTION, Ledger, Reservation
-from lomas.server.store.db import MIGRATIONS_DIR, make_engine, session_factory, upgrade
+from lomas.server.store.db import head_revision, make_engine, session_factory, upgrade
 from lomas.server.store.models import Base, Grant, Query, QueryStatus
 from lomas.server.store.service import Access, AdminStore, NotFoundError, StoreError
 
@@ -92,7 +90,7 @@ def test_migrations_create_the_schema_of_the_models_and_rerun_as_a_no_op(store_u
         upgrade(engine)
         tables = set(inspect(engine).get_table_names())
         assert {"users", "datasets", "grants", "queries", "alembic_version"} <= tables
-        head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+        head = head_revision()
         with engine.connect() as connection:
             assert connection.scalar(text("SELECT version_num FROM alembic_version")) == head
             # The migrations build exactly what the models describe (nothing left to autogenerate).
@@ -110,12 +108,6 @@ def test_migrations_create_the_schema_of_the_models_and_rerun_as_a_no_op(store_u
         assert len(store.grants("alice")) == 1
     finally:
         engine.dispose()
-
-
-def _alembic_config() -> Config:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    return config
 
 
 # -- users ------------------------------------------------------------------------------------------

@@ -12,17 +12,20 @@ import logging
 import threading
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from lomas.core.errors import InternalServerError, LomasError, UnauthorizedAccessError
-from lomas.core.responses import JobResponse, JobStatus
+from lomas.core.responses import JobResponse, JobStatus, QueryResponse
 from lomas.server.queries import PreparedQuery
 from lomas.server.store.models import Dataset, Job, User, utcnow
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 SERVER_STOPPED = "The server stopped before this job started; nothing was charged. Please send the query again."
 
@@ -31,7 +34,7 @@ class JobRunner:
     def __init__(self, sessions: sessionmaker[Session], workers: int) -> None:
         self._sessions = sessions
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lomas-job")
-        self._queued: dict[str, tuple[Future[None], PreparedQuery]] = {}
+        self._queued: dict[str, tuple[Future[Any], PreparedQuery, bool]] = {}  # key -> (future, query, is_job)
         self._lock = threading.Lock()
 
     def submit(self, user_name: str, library: str, dummy: bool, query: PreparedQuery) -> JobResponse:
@@ -51,9 +54,22 @@ class JobRunner:
             session.add(job)
             session.flush()
             response = _response(job)
-        with self._lock:
-            self._queued[job_id] = (self._executor.submit(self._run, job_id, query), query)
+        self._enqueue(job_id, query, True, self._run, job_id, query)
         return response
+
+    def execute(self, query: PreparedQuery) -> Future[QueryResponse]:
+        """Run a long query on the job workers for a caller that waits (the synchronous 0.4 endpoints),
+        so that long trainings queue there instead of filling the request thread pool."""
+        key = str(uuid.uuid4())
+        return self._enqueue(key, query, False, self._run_inline, key, query)
+
+    def _enqueue(
+        self, key: str, query: PreparedQuery, is_job: bool, function: Callable[..., T], *args: Any
+    ) -> Future[T]:
+        with self._lock:
+            future = self._executor.submit(function, *args)
+            self._queued[key] = (future, query, is_job)
+        return future
 
     def status(self, user_name: str, job_id: str) -> JobResponse:
         """The job, if it belongs to the caller; another user's job looks exactly like a missing one."""
@@ -69,15 +85,23 @@ class JobRunner:
         """Cancel queued jobs (giving their budget back), then wait for the running ones."""
         with self._lock:
             queued = list(self._queued.items())
-        for job_id, (future, query) in queued:
+        for key, (future, query, is_job) in queued:
             if future.cancel():
                 query.abandon()
-                self._finish(job_id, JobStatus.FAILED, 500, InternalServerError(SERVER_STOPPED).to_model())
+                if is_job:
+                    self._finish(key, JobStatus.FAILED, 500, InternalServerError(SERVER_STOPPED).to_model())
         self._executor.shutdown(wait=True)
 
-    def _run(self, job_id: str, query: PreparedQuery) -> None:
+    def _run_inline(self, key: str, query: PreparedQuery) -> QueryResponse:
+        self._started(key)
+        return query.run()
+
+    def _started(self, key: str) -> None:
         with self._lock:
-            self._queued.pop(job_id, None)
+            self._queued.pop(key, None)
+
+    def _run(self, job_id: str, query: PreparedQuery) -> None:
+        self._started(job_id)
         self._update(job_id, status=JobStatus.RUNNING, started_at=utcnow())
         try:
             response = query.run()

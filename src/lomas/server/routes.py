@@ -1,13 +1,16 @@
 """HTTP routes of the Lomas 0.4 protocol. Thin: identify the caller, then call a service.
 
-Handlers are plain functions, so FastAPI runs them in its thread pool: DP work and store access never
-block the event loop.
+Handlers are plain functions, which FastAPI runs in its thread pool, except the query handlers: they
+hand the work to the thread pool, or to the job workers for long runs and `Prefer: respond-async`. DP
+work and store access never block the event loop.
 """
 
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from lomas import __version__
@@ -43,6 +46,7 @@ from lomas.core.responses import (
 )
 from lomas.server.auth import caller_from_request
 from lomas.server.data.dtypes import datetime_columns
+from lomas.server.engines.base import Engine
 from lomas.server.queries import PreparedQuery
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -165,17 +169,19 @@ def _library_routes(
 ) -> None:
     """The three routes every DP library has: query, dummy query and cost estimate."""
 
-    def query(
+    async def query(
         body: query_model, user: Caller, svc: Services, prefer: PreferHeader = None  # type: ignore[valid-type]
     ) -> Any:
-        prepared = svc.queries.prepare_query(user, body, svc.engines[library])
-        return _answer(svc, user, library, False, prepared, prefer)
+        engine = svc.engines[library]
+        prepared = await run_in_threadpool(svc.queries.prepare_query, user, body, engine)
+        return await _answer(svc, user, engine, False, prepared, prefer)
 
-    def dummy_query(
+    async def dummy_query(
         body: dummy_model, user: Caller, svc: Services, prefer: PreferHeader = None  # type: ignore[valid-type]
     ) -> Any:
-        prepared = svc.queries.prepare_dummy_query(user, body, svc.engines[library])
-        return _answer(svc, user, library, True, prepared, prefer)
+        engine = svc.engines[library]
+        prepared = await run_in_threadpool(svc.queries.prepare_dummy_query, user, body, engine)
+        return await _answer(svc, user, engine, True, prepared, prefer)
 
     def estimate_cost(body: cost_model, user: Caller, svc: Services) -> CostResponse:  # type: ignore[valid-type]
         return svc.queries.cost(user, body, svc.engines[library])
@@ -195,11 +201,16 @@ def _library_routes(
     )
 
 
-def _answer(svc: Any, user: str, library: DPLibrary, dummy: bool, prepared: PreparedQuery, prefer: str | None) -> Any:
-    """Run the query now, or as a background job when the caller prefers (RFC 7240 `respond-async`)."""
-    if prefer is None or "respond-async" not in prefer.lower():
-        return prepared.run()
-    job = svc.jobs.submit(user, library, dummy, prepared)
-    return JSONResponse(
-        job.model_dump(mode="json"), status_code=202, headers={"Location": f"/status/{job.job_id}"}
-    )
+async def _answer(
+    svc: Any, user: str, engine: Engine[Any, Any], dummy: bool, prepared: PreparedQuery, prefer: str | None
+) -> Any:
+    """Run a checked query: as a background job when the caller prefers (RFC 7240 `respond-async`);
+    otherwise now, on the job workers if the engine runs long, else on the request thread pool."""
+    if prefer is not None and "respond-async" in prefer.lower():
+        job = await run_in_threadpool(svc.jobs.submit, user, engine.library, dummy, prepared)
+        return JSONResponse(
+            job.model_dump(mode="json"), status_code=202, headers={"Location": f"/status/{job.job_id}"}
+        )
+    if engine.runs_long:
+        return await asyncio.wrap_future(svc.jobs.execute(prepared))
+    return await run_in_threadpool(prepared.run)

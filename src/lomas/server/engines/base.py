@@ -29,6 +29,8 @@ class Cost:
 
 class Engine(ABC, Generic[RequestT, PlanT]):
     library: ClassVar[DPLibrary]
+    # Runs that may take minutes (model training) execute on the job workers, never on the request threads.
+    runs_long: ClassVar[bool] = False
 
     @abstractmethod
     def plan(self, request: RequestT, dataset: DatasetRecord) -> PlanT:

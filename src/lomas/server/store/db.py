@@ -9,6 +9,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -61,10 +62,20 @@ def exclusive(engine: Engine) -> Iterator[None]:
         yield
 
 
-def upgrade(engine: Engine) -> None:
-    """Apply every pending migration (safe when several processes start together)."""
+def alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+def head_revision() -> str | None:
+    """The revision an up-to-date store is at."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def upgrade(engine: Engine) -> None:
+    """Apply every pending migration (safe when several processes start together)."""
+    config = alembic_config()
     with exclusive(engine), engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
