@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,10 +11,20 @@ from typing import Any
 import httpx
 import pytest
 
+from sqlalchemy.orm import Session, sessionmaker
+
 from conftest import LiveServer, start_server, stop_server
 from lomas.client import Client, ExternalLibraryError, InvalidQueryError
 from lomas.client.http import LomasHttp
+from lomas.core.errors import DPLibrary, InternalServerError
 from lomas.core.requests import SmartnoiseSQLDummyQueryRequest, SmartnoiseSQLQueryRequest
+from lomas.core.responses import QueryResponse
+from lomas.server.jobs import SERVER_STOPPED, JobRunner
+from lomas.server.ledger import Ledger
+from lomas.server.queries import PreparedQuery
+from lomas.server.store.models import QueryStatus
+from lomas.server.store.service import AdminStore
+from test_store_and_ledger import PENGUIN_ACCESS, PENGUIN_METADATA
 
 ASYNC = {"user-name": "Dr. Antartica", "Prefer": "respond-async"}
 COUNT = {"dataset_name": "PENGUIN", "query_str": "SELECT COUNT(*) AS n FROM df", "epsilon": 1.0, "delta": 1e-5}
@@ -109,3 +120,46 @@ def test_the_client_waits_for_jobs_and_raises_their_errors(server: LiveServer) -
     with pytest.raises(InvalidQueryError, match="budget"):
         http.post_job("smartnoise_sql_query", SmartnoiseSQLQueryRequest(**{**COUNT, "epsilon": 100.0}))
     assert spent(server) == 1.0
+
+
+def test_jobs_still_queued_at_shutdown_give_their_budget_back(sessions: sessionmaker[Session]) -> None:
+    """One worker busy, one job queued behind it: stopping cancels the queued one and releases its budget."""
+    store, ledger = AdminStore(sessions), Ledger(sessions, reservation_timeout_s=3600)
+    store.add_user("alice")
+    store.register_dataset("PENGUIN", PENGUIN_ACCESS, PENGUIN_METADATA)
+    store.grant("alice", "PENGUIN", 1.0, 1e-3)
+    runner = JobRunner(sessions, workers=1)
+    release_first = threading.Event()
+    started_first = threading.Event()
+
+    def first() -> QueryResponse:
+        started_first.set()
+        release_first.wait(30)
+        raise InternalServerError()
+
+    reservation = ledger.reserve("alice", "PENGUIN", DPLibrary.SMARTNOISE_SQL, {}, 0.5, 0.0)
+    running = runner.submit("alice", DPLibrary.SMARTNOISE_SQL, True, PreparedQuery("PENGUIN", first, lambda: None))
+    assert started_first.wait(30)
+    queued = runner.submit(
+        "alice",
+        DPLibrary.SMARTNOISE_SQL,
+        False,
+        PreparedQuery("PENGUIN", lambda: pytest.fail("a cancelled job ran"), lambda: ledger.release(reservation)),
+    )
+    assert store.count_queries(QueryStatus.RESERVED) == 1
+
+    stopping = threading.Thread(target=runner.shutdown)
+    stopping.start()
+    deadline = time.monotonic() + 30  # shutdown cancels the queued job first, then waits for the running one
+    while runner.status("alice", queued.job_id).status != "failed" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    release_first.set()
+    stopping.join(30)
+
+    assert (store.count_queries(QueryStatus.RESERVED), store.count_queries(QueryStatus.RELEASED)) == (0, 1)
+    assert ledger.budget("alice", "PENGUIN").spent_epsilon == 0
+    cancelled = runner.status("alice", queued.job_id)
+    assert (cancelled.status, cancelled.status_code) == ("failed", 500)
+    assert cancelled.error is not None and cancelled.error.message == SERVER_STOPPED
+    finished = runner.status("alice", running.job_id)
+    assert (finished.status, finished.status_code) == ("failed", 500)
