@@ -7,6 +7,7 @@ work and store access never block the event loop.
 
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
@@ -169,27 +170,25 @@ def _library_routes(
 ) -> None:
     """The three routes every DP library has: query, dummy query and cost estimate."""
 
-    async def query(
-        body: query_model, user: Caller, svc: Services, prefer: PreferHeader = None  # type: ignore[valid-type]
-    ) -> Any:
-        engine = svc.engines[library]
-        prepared = await run_in_threadpool(svc.queries.prepare_query, user, body, engine)
-        return await _answer(svc, user, engine, False, prepared, prefer)
+    def query_handler(model: type[LomasRequest], dummy: bool) -> Callable[..., Awaitable[Any]]:
+        async def handler(
+            body: model, user: Caller, svc: Services, prefer: PreferHeader = None  # type: ignore[valid-type]
+        ) -> Any:
+            engine = svc.engines[library]
+            prepare = svc.queries.prepare_dummy_query if dummy else svc.queries.prepare_query
+            prepared = await run_in_threadpool(prepare, user, body, engine)
+            return await _answer(svc, user, engine, dummy, prepared, prefer)
 
-    async def dummy_query(
-        body: dummy_model, user: Caller, svc: Services, prefer: PreferHeader = None  # type: ignore[valid-type]
-    ) -> Any:
-        engine = svc.engines[library]
-        prepared = await run_in_threadpool(svc.queries.prepare_dummy_query, user, body, engine)
-        return await _answer(svc, user, engine, True, prepared, prefer)
+        return handler
 
     def estimate_cost(body: cost_model, user: Caller, svc: Services) -> CostResponse:  # type: ignore[valid-type]
         return svc.queries.cost(user, body, svc.engines[library])
 
-    for path, handler in ((f"/{library}_query", query), (f"/dummy_{library}_query", dummy_query)):
+    query_routes = ((f"/{library}_query", query_model, False), (f"/dummy_{library}_query", dummy_model, True))
+    for path, model, dummy in query_routes:
         router.add_api_route(
             path,
-            handler,
+            query_handler(model, dummy),
             methods=["POST"],
             tags=[library],
             name=path.lstrip("/"),
