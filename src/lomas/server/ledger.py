@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from lomas.core.errors import InvalidQueryError, UnauthorizedAccessError
@@ -168,10 +168,11 @@ class Ledger:
         if not all(math.isfinite(value) and value >= 0 for value in (epsilon, delta)):
             raise InvalidQueryError(f"A cost must be finite and non-negative, not epsilon={epsilon}, delta={delta}.")
         with self._sessions.begin() as session:
-            grant = _lock_grant(session, _LOCK_BY_NAMES, user_name=user_name, dataset_name=dataset_name)
+            connection = session.connection()  # Core statements on the connection skip the ORM's execution path
+            grant = _lock_grant(connection, _LOCK_BY_NAMES, user_name=user_name, dataset_name=dataset_name)
             if grant is None:
                 raise UnauthorizedAccessError(f"{user_name} does not have access to {dataset_name}.")
-            self._charge_expired(session, grant)
+            self._charge_expired(connection, grant)
             eps, dlt = exact(epsilon), exact(delta)
             committed_eps = grant.spent_epsilon + grant.reserved_epsilon
             committed_dlt = grant.spent_delta + grant.reserved_delta
@@ -184,9 +185,9 @@ class Ledger:
                 )
             grant.reserved_epsilon += eps
             grant.reserved_delta += dlt
-            grant.save(session)
+            grant.save(connection)
             now = _utcnow()
-            query_id = session.execute(
+            query_id = connection.execute(
                 _INSERT_QUERY,
                 dict(
                     user_id=grant.user_id,
@@ -214,20 +215,21 @@ class Ledger:
         self, reservation: Reservation, status: QueryStatus, response: dict[str, Any] | None, error: str | None
     ) -> None:
         with self._sessions.begin() as session:
-            grant = _lock_grant(session, _LOCK_BY_ID, b_grant_id=reservation.grant_id)
+            connection = session.connection()
+            grant = _lock_grant(connection, _LOCK_BY_ID, b_grant_id=reservation.grant_id)
             assert grant is not None, "a grant with an open reservation is never deleted"
-            settled = session.execute(
+            settled = connection.execute(
                 _SETTLE_QUERY.values(status=status, response=response, error=error, finished_at=_utcnow()),
                 {"b_query_id": reservation.query_id},
             ).one_or_none()
             if settled is None:
                 return  # already settled (an expired reservation charged by another request)
             grant.move(exact(settled.epsilon), exact(settled.delta), to_spent=status == QueryStatus.CHARGED)
-            grant.save(session)
+            grant.save(connection)
 
-    def _charge_expired(self, session: Session, grant: _LockedGrant) -> None:
+    def _charge_expired(self, connection: Connection, grant: _LockedGrant) -> None:
         """Charge the reservations of crashed executions (their private data may have been read)."""
-        expired = session.execute(
+        expired = connection.execute(
             _CHARGE_EXPIRED, {"b_user_id": grant.user_id, "b_dataset_id": grant.dataset_id, "now": _utcnow()}
         ).all()
         for epsilon, delta in expired:
@@ -256,8 +258,8 @@ class _LockedGrant:
             self.spent_epsilon += epsilon
             self.spent_delta += delta
 
-    def save(self, session: Session) -> None:
-        session.execute(
+    def save(self, connection: Connection) -> None:
+        connection.execute(
             _SAVE_GRANT,
             {
                 "b_grant_id": self.id,
@@ -269,8 +271,8 @@ class _LockedGrant:
         )
 
 
-def _lock_grant(session: Session, statement: Any, **params: Any) -> _LockedGrant | None:
-    row = session.execute(statement, params).one_or_none()
+def _lock_grant(connection: Connection, statement: Any, **params: Any) -> _LockedGrant | None:
+    row = connection.execute(statement, params).one_or_none()
     if row is None:
         return None
     return _LockedGrant(row.id, row.user_id, row.dataset_id, *(exact(value) for value in row[3:]))

@@ -47,8 +47,6 @@ from lomas.core.responses import (
 )
 from lomas.server.auth import caller_from_request
 from lomas.server.data.dtypes import datetime_columns
-from lomas.server.engines.base import Engine
-from lomas.server.queries import PreparedQuery
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorModel, "description": description}
@@ -62,11 +60,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def services(request: Request) -> Any:
+# Dependencies that do no I/O are coroutines, so FastAPI does not send each of them to the thread pool.
+async def services(request: Request) -> Any:
     return request.app.state.services
 
 
-def caller(request: Request) -> str:
+async def caller(request: Request) -> str:
     return caller_from_request(request, request.app.state.services.settings.auth.open_mode)
 
 
@@ -176,8 +175,15 @@ def _library_routes(
         ) -> Any:
             engine = svc.engines[library]
             prepare = svc.queries.prepare_dummy_query if dummy else svc.queries.prepare_query
+            as_job = prefer is not None and "respond-async" in prefer.lower()
+            if not (as_job or engine.runs_long):  # the common case: one trip to the thread pool
+                return await run_in_threadpool(lambda: prepare(user, body, engine).run())
             prepared = await run_in_threadpool(prepare, user, body, engine)
-            return await _answer(svc, user, engine, dummy, prepared, prefer)
+            if as_job:
+                job = await run_in_threadpool(svc.jobs.submit, user, engine.library, dummy, prepared)
+                location = {"Location": f"/status/{job.job_id}"}
+                return JSONResponse(job.model_dump(mode="json"), status_code=202, headers=location)
+            return await asyncio.wrap_future(svc.jobs.execute(prepared))
 
         return handler
 
@@ -198,18 +204,3 @@ def _library_routes(
     router.add_api_route(
         f"/estimate_{library}_cost", estimate_cost, methods=["POST"], tags=[library], name=f"estimate_{library}_cost"
     )
-
-
-async def _answer(
-    svc: Any, user: str, engine: Engine[Any, Any], dummy: bool, prepared: PreparedQuery, prefer: str | None
-) -> Any:
-    """Run a checked query: as a background job when the caller prefers (RFC 7240 `respond-async`);
-    otherwise now, on the job workers if the engine runs long, else on the request thread pool."""
-    if prefer is not None and "respond-async" in prefer.lower():
-        job = await run_in_threadpool(svc.jobs.submit, user, engine.library, dummy, prepared)
-        return JSONResponse(
-            job.model_dump(mode="json"), status_code=202, headers={"Location": f"/status/{job.job_id}"}
-        )
-    if engine.runs_long:
-        return await asyncio.wrap_future(svc.jobs.execute(prepared))
-    return await run_in_threadpool(prepared.run)
