@@ -1,4 +1,4 @@
-"""A dataset held in memory, ready for the engines (pandas, and DuckDB over the same memory)."""
+"""A dataset held in memory, ready for the engines (pandas, DuckDB over the same memory, and polars)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import threading
 
 import duckdb
 import pandas as pd
+import polars as pl
 
 TABLE_NAME = "df"
 
@@ -18,6 +19,8 @@ class DataFrameSource:
         self.nbytes = int(frame.memory_usage(deep=True).sum())
         self._duckdb = duckdb.connect(config={"enable_external_access": False, "lock_configuration": True})
         self._cursors = threading.local()
+        self._polars: pl.DataFrame | None = None
+        self._polars_lock = threading.Lock()
 
     def sql(self) -> duckdb.DuckDBPyConnection:
         """A DuckDB cursor that sees only this frame, as table `df`, and no file or network.
@@ -30,3 +33,14 @@ class DataFrameSource:
             cursor.register(TABLE_NAME, self.frame)
             self._cursors.cursor = cursor
         return cursor
+
+    def polars(self) -> pl.DataFrame:
+        """The same data as a polars DataFrame, with every missing value (NaN, NA, NaT) as a null.
+
+        Built on first use and kept: converting a large frame costs far more than a query. Like `frame`,
+        engines only read it (through `.lazy()`), so every thread may query the same one.
+        """
+        with self._polars_lock:
+            if self._polars is None:
+                self._polars = pl.from_pandas(self.frame, nan_to_null=True)
+            return self._polars
