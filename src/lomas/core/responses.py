@@ -49,14 +49,47 @@ class OpenDPResult(BaseModel):
     value: int | float | list[int | float]
 
 
+class OpenDPPolarsResult(BaseModel):
+    """The DataFrame an OpenDP polars query released, as a pandas `to_dict(orient="tight")` dict."""
+
+    res_type: Literal["opendp_polars"] = "opendp_polars"
+    df: dict[str, Any]
+
+
+class DiffPrivLibStep(BaseModel):
+    """One fitted step of a pipeline as plain JSON, rebuilt by our client without unpickling anything.
+
+    `type` names a class of `diffprivlib.models`; `params` are its constructor arguments (the accountant
+    left out); `fitted` its other attributes. Values are JSON, except these tagged objects:
+    `{"_ndarray": [flat values], "dtype": numpy dtype string, "shape": [...]}`,
+    `{"_tuple": true, "_items": [...]}` (as in the request), `{"_tree": {...}}` (a scikit-learn tree:
+    its shape and its node arrays by field) and `{"_estimator": {"type", "params", "fitted"}}` (a nested
+    estimator, such as the trees of a random forest).
+    """
+
+    name: str
+    type: str
+    params: dict[str, Any]
+    fitted: dict[str, Any]
+
+
 class DiffPrivLibResult(BaseModel):
-    """A fitted pipeline: `model` is the base64 pickle the 0.4 protocol sends (for lomas-client 0.4.1);
-    `model_params` is the same pipeline as plain JSON, which our client uses so it never unpickles."""
+    """A pipeline fitted on the private data, and its score.
+
+    `score` is the pipeline's own `score` (accuracy for classifiers, R² for regression, the negative
+    inertia of KMeans, the average log-likelihood of PCA) computed on a dummy dataset generated from the
+    public metadata, never on private data: it costs nothing and tells whether the pipeline runs, not how
+    well it fits the private data (0.4 servers scored on a private test split, which is not DP).
+    `model` is the base64 pickle of the fitted scikit-learn Pipeline that the 0.4 protocol sends (for
+    lomas-client 0.4.1); `model_params` is the same pipeline as plain JSON, which our client uses so that
+    it never unpickles. Fitted attributes that are not DP outputs (row counts, training labels, inertia,
+    iteration counts) are left out of both.
+    """
 
     res_type: Literal[DPLibrary.DIFFPRIVLIB] = DPLibrary.DIFFPRIVLIB
     score: float
     model: str
-    model_params: list[dict[str, Any]] | None = None
+    model_params: list[DiffPrivLibStep] | None = None
 
 
 class SmartnoiseSynthModel(BaseModel):
@@ -74,7 +107,14 @@ class SmartnoiseSynthSamples(BaseModel):
 
 
 QueryResult = Annotated[
-    Union[SmartnoiseSQLResult, OpenDPResult, DiffPrivLibResult, SmartnoiseSynthModel, SmartnoiseSynthSamples],
+    Union[
+        SmartnoiseSQLResult,
+        OpenDPResult,
+        OpenDPPolarsResult,
+        DiffPrivLibResult,
+        SmartnoiseSynthModel,
+        SmartnoiseSynthSamples,
+    ],
     Field(discriminator="res_type"),
 ]
 

@@ -29,15 +29,161 @@ class LimitSettings(BaseModel):
 
 
 class OpenDPSettings(BaseModel):
-    """The OpenDP engine. Library features are switched on here, never by a request."""
+    """The OpenDP engine. Library features are switched on here, never by a request.
+
+    The features are process-wide switches of the OpenDP library, set once when the server starts.
+    SmartNoise-SQL and SmartNoise-Synth switch `contrib` and `floating-point` on themselves whenever they
+    build a mechanism, so turning those two off only holds in a server that never runs those libraries.
+    """
+
+    contrib: bool = Field(
+        default=True, description="OpenDP's `contrib` feature; every constructor of the allow-list needs it."
+    )
+    floating_point: bool = Field(
+        default=True,
+        description="OpenDP's `floating-point` feature (noise on floats). OpenDP 0.14 no longer checks it; "
+        "it is kept so that Lomas 0.4 configurations (OpenDP 0.10) keep their meaning.",
+    )
+    honest_but_curious: bool = Field(
+        default=False,
+        description="OpenDP's `honest-but-curious` feature; nothing on the allow-list needs it. Leave off.",
+    )
+    max_json_length: int = Field(
+        default=200_000, gt=0, description="Characters of `opendp_json` in one request."
+    )
+    max_nodes: int = Field(default=1_000, gt=0, description="JSON objects and arrays in one pipeline.")
+    max_depth: int = Field(default=64, gt=0, description="Nesting depth of the JSON of one pipeline.")
+    max_list_length: int = Field(
+        default=10_000, gt=0, description="Items of one list argument (categories, column names)."
+    )
+    max_string_length: int = Field(
+        default=1_000, gt=0, description="Characters of one string in a pipeline."
+    )
+    max_size: int = Field(
+        default=10_000_000,
+        gt=0,
+        description="Largest `size` of `make_resize` or `vector_domain`: rows a pipeline may materialise.",
+    )
+    cache_size: int = Field(
+        default=512, gt=0, description="Built pipelines kept, by JSON, fixed_delta and dataset version."
+    )
 
 
 class DiffPrivLibSettings(BaseModel):
-    """The DiffPrivLib engine."""
+    """The DiffPrivLib engine: ceilings on what one pipeline may ask for, and how its score is computed."""
+
+    max_pipeline_length: int = Field(
+        default=100_000, gt=0, description="Characters of `diffprivlib_json` accepted in one request."
+    )
+    max_steps: int = Field(default=10, gt=0, description="Steps of one pipeline.")
+    max_iter: int = Field(default=1_000, gt=0, description="Largest `max_iter` of a LogisticRegression.")
+    max_estimators: int = Field(
+        default=100, gt=0, description="Largest `n_estimators` of a RandomForestClassifier."
+    )
+    max_depth: int = Field(
+        default=12, gt=0, description="Largest `max_depth` of a decision tree or random forest."
+    )
+    max_tree_nodes: int = Field(
+        default=2**16,
+        gt=0,
+        description="Nodes of all the trees of one step together (a tree of depth d has 2^(d+1) - 1 nodes); "
+        "bounds the fitting time and the size of the returned model.",
+    )
+    max_clusters: int = Field(default=100, gt=0, description="Largest `n_clusters` of a KMeans.")
+    score_rows: int = Field(
+        default=1_000,
+        gt=0,
+        description="Rows of the dummy dataset (generated from the metadata) on which the returned score is "
+        "computed; the score never uses private data.",
+    )
 
 
 class SmartnoiseSynthSettings(BaseModel):
-    """The SmartNoise-Synth engine."""
+    """The SmartNoise-Synth engine: ceilings on what one request may ask for, and how training runs.
+
+    Every training runs in a child process of its own (see the engine), so that a hard time limit can stop
+    it and the library's process-wide state (random generators, printed output) stays out of the server.
+    """
+
+    max_training_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Wall-clock limit of one training and its sampling; then the training process is killed.",
+    )
+    max_concurrent_trainings: int = Field(
+        default=2, gt=0, description="Trainings that run at the same time in one server process; others wait."
+    )
+    torch_threads: int = Field(default=1, gt=0, description="`torch.set_num_threads` of a training process.")
+    max_samples: int = Field(default=100_000, gt=0, description="Largest `nb_samples` (rows returned).")
+    max_condition_length: int = Field(default=1_000, gt=0, description="Characters of a `condition`.")
+    max_condition_rounds: int = Field(
+        default=10, gt=0, description="Rejection-sampling rounds for a `condition`; fewer rows may come back."
+    )
+    max_constraints_length: int = Field(
+        default=100_000, gt=0, description="Characters of the `constraints` JSON."
+    )
+    max_epochs: int = Field(default=1_000, gt=0, description="Largest `epochs` of dpctgan and dpgan.")
+    max_batch_size: int = Field(default=10_000, gt=0, description="Largest `batch_size` of the GANs.")
+    max_layer_width: int = Field(
+        default=1_024,
+        gt=0,
+        description="Largest embedding or latent dimension, and width of a generator or discriminator layer.",
+    )
+    max_layers: int = Field(default=8, gt=0, description="Layers of `generator_dim` or `discriminator_dim`.")
+    max_iterations: int = Field(
+        default=1_000,
+        gt=0,
+        description="Largest iteration count: mwem `iterations` and `mult_weights_iterations`, aim `rounds`, "
+        "PATE `teacher_iters` and `student_iters`.",
+    )
+    max_queries: int = Field(default=10_000, gt=0, description="Largest mwem `q_count`.")
+    default_bins: int = Field(
+        default=10,
+        gt=1,
+        description="Bins of a numeric or datetime column for mwem, aim and mst, unless a constraint says.",
+    )
+    max_bins: int = Field(default=1_000, gt=1, description="Largest `bins` of a BinTransformer constraint.")
+    max_categories: int = Field(
+        default=1_000,
+        gt=0,
+        description="An integer column without categories may be encoded as categorical (its range "
+        "lower..upper) if it has at most this many values.",
+    )
+    max_histogram_cells: int = Field(
+        default=10_000_000,
+        gt=0,
+        description="Cells of one mwem histogram (numpy adds two outlier cells per dimension).",
+    )
+    max_marginal_cells: int = Field(
+        default=100_000,
+        gt=0,
+        description="Cells of one aim or mst marginal (aim `max_cells`, mst column pairs).",
+    )
+    max_model_size_mb: float = Field(default=200.0, gt=0, description="Largest aim `max_model_size`, in MB.")
+    faker_providers: list[str] = Field(
+        default=[
+            "name",
+            "first_name",
+            "last_name",
+            "email",
+            "safe_email",
+            "user_name",
+            "phone_number",
+            "address",
+            "street_address",
+            "city",
+            "country",
+            "postcode",
+            "company",
+            "job",
+            "ssn",
+            "uuid4",
+            "iban",
+            "ipv4",
+        ],
+        description="Faker methods an AnonymizationTransformer constraint may name (it fills a text column "
+        "with fake values and never reads the real ones).",
+    )
 
 
 class JobSettings(BaseModel):
