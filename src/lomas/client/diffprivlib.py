@@ -14,12 +14,10 @@ from typing import Any
 
 import diffprivlib
 import numpy as np
-from diffprivlib import BudgetAccountant, models
-from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
-from sklearn.tree._tree import NODE_DTYPE, Tree
 
 from lomas.client.http import LomasHttp
+from lomas.core.diffprivlib_models import MODELS, TYPE_PREFIX, estimator_from_json, tuple_json
 from lomas.core.requests import (
     DUMMY_NB_ROWS,
     DUMMY_SEED,
@@ -29,21 +27,6 @@ from lomas.core.requests import (
     ImputerStrategy,
 )
 from lomas.core.responses import CostResponse, DiffPrivLibResult, DiffPrivLibStep, QueryResponse
-
-MODELS: dict[str, type[BaseEstimator]] = {
-    model.__name__: model
-    for model in (
-        models.StandardScaler,
-        models.PCA,
-        models.KMeans,
-        models.LogisticRegression,
-        models.LinearRegression,
-        models.GaussianNB,
-        models.DecisionTreeClassifier,
-        models.RandomForestClassifier,
-    )
-}
-_DTYPE_KINDS = frozenset("biufUO")  # plain numbers, text and Python objects (filled from JSON values only)
 
 
 @dataclass(frozen=True)
@@ -156,7 +139,7 @@ def serialise_pipeline(pipeline: Pipeline) -> str:
         params["accountant"] = None
         steps.append(
             {
-                "type": f"_dpl_type:{type(step).__name__}",
+                "type": TYPE_PREFIX + type(step).__name__,
                 "name": name,
                 "params": {key: _param_json(value, f"{name}.{key}") for key, value in params.items()},
             }
@@ -172,7 +155,7 @@ def _param_json(value: Any, where: str) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, tuple):
-        return {"_tuple": True, "_items": [_param_json(item, where) for item in value]}
+        return tuple_json([_param_json(item, where) for item in value])
     if isinstance(value, list):
         return [_param_json(item, where) for item in value]
     raise TypeError(
@@ -184,57 +167,4 @@ def _param_json(value: Any, where: str) -> Any:
 # -- the response: a fitted pipeline rebuilt from `model_params` ---------------------------------------------
 def pipeline_from_params(steps: list[DiffPrivLibStep]) -> Pipeline:
     """The fitted pipeline, rebuilt from its JSON form with the classes of `diffprivlib.models` only."""
-    return Pipeline([(step.name, _estimator(step.type, step.params, step.fitted)) for step in steps])
-
-
-def _estimator(type_name: str, params: dict[str, Any], fitted: dict[str, Any]) -> BaseEstimator:
-    model_class = MODELS.get(type_name)
-    if model_class is None:
-        raise ValueError(f"Unexpected model type {type_name!r} in the server's answer.")
-    model = model_class(
-        **{key: _from_json(value) for key, value in params.items()}, accountant=BudgetAccountant()
-    )
-    for key, value in fitted.items():
-        if not key.isidentifier() or key.startswith("__"):
-            raise ValueError(f"Unexpected attribute name {key!r} in the server's answer.")
-        setattr(model, key, _from_json(value))
-    return model
-
-
-def _from_json(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_from_json(item) for item in value]
-    if not isinstance(value, dict):
-        return value
-    if "_ndarray" in value:
-        return _array(value)
-    if "_tuple" in value:
-        return tuple(_from_json(item) for item in value["_items"])
-    if "_tree" in value:
-        return _tree(value["_tree"])
-    if "_estimator" in value:
-        estimator = value["_estimator"]
-        return _estimator(estimator["type"], estimator["params"], estimator["fitted"])
-    raise ValueError(f"Unexpected object in the server's answer: keys {sorted(value)}")
-
-
-def _array(value: dict[str, Any]) -> np.ndarray:
-    dtype = np.dtype(value["dtype"])
-    if dtype.kind not in _DTYPE_KINDS:
-        raise ValueError(f"Unexpected array type {value['dtype']!r} in the server's answer.")
-    return np.asarray(value["_ndarray"], dtype=dtype).reshape(value["shape"])
-
-
-def _tree(value: dict[str, Any]) -> Tree:
-    """A scikit-learn tree from its node arrays (fields unknown here are dropped, missing ones zero)."""
-    node_fields = value["nodes"]
-    nodes = np.zeros(len(node_fields["left_child"]), dtype=NODE_DTYPE)
-    for name in NODE_DTYPE.names:
-        if name in node_fields:
-            nodes[name] = node_fields[name]
-    tree = Tree(value["n_features"], np.asarray(value["n_classes"], dtype=np.intp), value["n_outputs"])
-    values = np.ascontiguousarray(_array(value["values"]), dtype=np.float64)
-    tree.__setstate__(
-        {"max_depth": value["max_depth"], "node_count": len(nodes), "nodes": nodes, "values": values}
-    )
-    return tree
+    return Pipeline([(step.name, estimator_from_json(step.type, step.params, step.fitted)) for step in steps])
