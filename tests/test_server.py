@@ -100,3 +100,8 @@ def test_a_bad_config_file_stops_start_up_with_a_message(tmp_path: Path) -> None
     config.write_text("limits:\n  max_dummy_rows: -5\n")
     with pytest.raises(RuntimeError, match="max_dummy_rows"):
         start_server(tmp_path / "bad", "--config", str(config), timeout=30)
+
+
+def test_reservations_must_outlive_the_longest_training(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match=r"reservation_timeout_s \(600.0\) must be longer than"):
+        start_server(tmp_path / "short", env={"LOMAS_RESERVATION_TIMEOUT_S": "600"}, timeout=30)

@@ -85,7 +85,7 @@ def diffprivlib_pipeline() -> Any:
 def scenario(url: str) -> dict[str, Any]:
     os.environ.setdefault("OTEL_SDK_DISABLED", "true")  # see client_scenario.py
     import numpy as np
-    from client_scenario import Recorder, describe_frame, describe_model
+    from client_scenario import Recorder, describe_frame, describe_model, expect_error
     from lomas_client.client import Client
 
     rec = Recorder()
@@ -149,7 +149,7 @@ def scenario(url: str) -> dict[str, Any]:
 
     rec.step("synth_model", synth_model)
     rec.step("spent_after_synth", spent)
-    rec.step("previous_queries", lambda: client.get_previous_queries())
+    rec.step("previous_queries", lambda: expect_error(client.get_previous_queries))
     return rec.steps
 
 
