@@ -20,9 +20,8 @@ import pytest
 from snsynth.transform import ChainTransformer, LabelTransformer, MinMaxTransformer, OneHotEncoder
 
 from conftest import LiveServer, start_server, stop_server
-from lomas.client import Client, ExternalLibraryError, InvalidQueryError
+from lomas.client import Client, ExternalLibraryError, InvalidQueryError, SynthModelResult
 from lomas.client.results import QueryResult
-from lomas.client.smartnoise_synth import SynthModelResult
 
 FIXTURES = Path(__file__).parent / "fixtures" / "smartnoise_synth"
 SPECIES = {"Adelie", "Chinstrap", "Gentoo"}

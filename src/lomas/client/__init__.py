@@ -1,6 +1,7 @@
 """The researcher's Python client for a Lomas server."""
 
 from lomas.client.client import Client
+from lomas.client.smartnoise_synth import SynthModelResult, serialise_constraints
 from lomas.core.errors import (
     ExternalLibraryError,
     InternalServerError,
@@ -15,5 +16,7 @@ __all__ = [
     "InternalServerError",
     "InvalidQueryError",
     "LomasError",
+    "SynthModelResult",
     "UnauthorizedAccessError",
+    "serialise_constraints",
 ]
