@@ -18,7 +18,7 @@ import pytest
 
 from conftest import LiveServer, start_server, stop_server
 from lomas.client import Client, ExternalLibraryError, InvalidQueryError
-from lomas.server.engines.opendp import dataset_csv
+from lomas.server.engines.opendp.logger_engine import dataset_csv
 
 FIXTURES = Path(__file__).parent / "fixtures" / "opendp"
 EXPECTED_COSTS: dict[str, list[float]] = json.loads((FIXTURES / "expected_costs.json").read_text())

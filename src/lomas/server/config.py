@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 CONFIG_FILE_ENV = "LOMAS_CONFIG_FILE"
@@ -32,8 +32,9 @@ class OpenDPSettings(BaseModel):
     """The OpenDP engine. Library features are switched on here, never by a request.
 
     The features are process-wide switches of the OpenDP library, set once when the server starts.
-    SmartNoise-SQL and SmartNoise-Synth switch `contrib` and `floating-point` on themselves whenever they
-    build a mechanism, so turning those two off only holds in a server that never runs those libraries.
+    SmartNoise-SQL switches `contrib` and `floating-point` on itself whenever it builds a mechanism, so
+    turning those two off only holds in a server that never runs SmartNoise-SQL queries. (SmartNoise-Synth
+    does the same, but only inside its own training processes.) Nothing switches `honest-but-curious` on.
     """
 
     contrib: bool = Field(
@@ -66,6 +67,12 @@ class OpenDPSettings(BaseModel):
     )
     cache_size: int = Field(
         default=512, gt=0, description="Built pipelines kept, by JSON, fixed_delta and dataset version."
+    )
+    polars_max_plan_chars: int = Field(
+        default=1_000_000, gt=0, description="Characters of a polars plan (opendp_json) in one request."
+    )
+    polars_max_plan_nodes: int = Field(
+        default=5_000, gt=0, description="JSON objects and arrays of one polars plan."
     )
 
 
@@ -106,9 +113,10 @@ class SmartnoiseSynthSettings(BaseModel):
     """
 
     max_training_seconds: float = Field(
-        default=3600.0,
+        default=1800.0,
         gt=0,
-        description="Wall-clock limit of one training and its sampling; then the training process is killed.",
+        description="Wall-clock limit of one training and its sampling; then the training process is killed. "
+        "Keep it well below `reservation_timeout_s`, which must also cover the wait for a job worker.",
     )
     max_concurrent_trainings: int = Field(
         default=2, gt=0, description="Trainings that run at the same time in one server process; others wait."
@@ -217,6 +225,17 @@ class Settings(BaseSettings):
     opendp: OpenDPSettings = OpenDPSettings()
     diffprivlib: DiffPrivLibSettings = DiffPrivLibSettings()
     smartnoise_synth: SmartnoiseSynthSettings = SmartnoiseSynthSettings()
+
+    @model_validator(mode="after")
+    def _reservations_outlive_trainings(self) -> Settings:
+        """A training still running when its reservation expires would be charged as a crashed query and
+        its answer would not be archived: reservations must outlive the longest training."""
+        if self.reservation_timeout_s <= self.smartnoise_synth.max_training_seconds:
+            raise ValueError(
+                f"reservation_timeout_s ({self.reservation_timeout_s}) must be longer than "
+                f"smartnoise_synth.max_training_seconds ({self.smartnoise_synth.max_training_seconds})."
+            )
+        return self
 
     @property
     def store_url(self) -> str:

@@ -1,82 +1,37 @@
-"""OpenDP engine for polars queries built with OpenDP's Context API (`pipeline_type="polars"`).
+"""The check of a polars plan (`LazyFrame.serialize(format="json")`) before polars ever reads it.
 
-The client sends the polars plan as JSON (`LazyFrame.serialize(format="json")`), the privacy loss the
-query may spend and its polars and OpenDP versions. The plan is read as plain JSON and checked against
-an allow-list before polars ever sees it, because a polars plan is not just data: it carries pickled
-Python functions (`map_elements`, `map_batches`, `name.map`...) that polars unpickles, running any code,
-as soon as the deserialized plan is resolved (`collect_schema`, `explain`, `collect`); plugin nodes name
-a shared library for polars to load; scan nodes read files. Only the steps OpenDP can make private are
-allowed; the one source must be the empty frame the Context API writes for the dataset's schema; every
-plugin node is replaced by the server's own OpenDP plugin. Nothing the client sent picks a file, a
-library or the data.
-
-OpenDP then makes the plan private against the server's input domain (the metadata's columns and
-types), margins (row count and public categories from the metadata) and privacy unit (`max_ids` rows per
-person), and prices it with its privacy map; the client's loss only calibrates the noise. The measurement
-ignores the plan's source and runs on the frame it is given: the private data, handed to the OpenDP
-library once per loaded dataset. Finding the noise scale takes about a thousand OpenDP calls (~0.5 s),
-so measurements are cached per plan, loss and dataset version; noise is drawn afresh by every run.
+The plan is read as plain JSON and checked against an allow-list, because a polars plan is not just data:
+it carries pickled Python functions (`map_elements`, `map_batches`, `name.map`...) that polars unpickles,
+running any code, as soon as the deserialized plan is resolved (`collect_schema`, `explain`, `collect`);
+plugin nodes name a shared library for polars to load; scan nodes read files. Only the steps OpenDP can
+make private are allowed; the one source must be the empty frame the Context API writes for the dataset's
+schema; every plugin node is replaced by the server's own OpenDP plugin. Nothing the client sent picks a
+file, a library or the data.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
-import io
 import json
-import math
-import threading
 import warnings
-import weakref
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any, ClassVar
+from typing import Any
 
 import opendp.prelude as dp
 import polars as pl
-from opendp._convert import py_to_c
-from opendp._lib import AnyObjectPtr
-from opendp.context import Query
-from opendp.extras.polars import LazyFrameQuery, Margin
-from opendp.mod import Measurement, OpenDPException
 
-from lomas.core.errors import DPLibrary, ExternalLibraryError, InvalidQueryError
-from lomas.core.frames import frame_to_tight
-from lomas.core.metadata import CATEGORICAL_COLUMNS, Metadata
-from lomas.core.requests import OpenDPCostRequest, PolarsPrivacyLoss
-from lomas.core.responses import OpenDPPolarsResult
-from lomas.server.config import OpenDPSettings
-from lomas.server.data.dtypes import DATETIME_DTYPE, pandas_dtypes
-from lomas.server.data.frame import DataFrameSource
-from lomas.server.engines.base import Cost, Engine
-from lomas.server.engines.opendp_ast import library_message
-from lomas.server.store.service import DatasetRecord
+from lomas.core.errors import InvalidQueryError
+from lomas.core.metadata import Metadata
+from lomas.server.engines.opendp.polars_domain import polars_schema
 
 POLARS_VERSION = pl.__version__
 OPENDP_VERSION = importlib.metadata.version("opendp")
 
-MAX_PLAN_CHARS = 1_000_000
-MAX_PLAN_NODES = 5_000  # JSON objects and arrays
 MAX_PLAN_DEPTH = 128  # polars itself refuses JSON plans nested deeper
 
 # Client and server pin the same polars, so its unversioned JSON plan format is safe to use here.
 warnings.filterwarnings("ignore", message="'json' serialization format of LazyFrame is deprecated")
-
-# The pandas dtypes the server holds data in (server/data/dtypes.py) and the polars dtypes they convert to.
-_POLARS_DTYPES: dict[str, pl.DataType] = {
-    "string": pl.String(),
-    "Int32": pl.Int32(),
-    "Int64": pl.Int64(),
-    "float32": pl.Float32(),
-    "float64": pl.Float64(),
-    "boolean": pl.Boolean(),
-    DATETIME_DTYPE: pl.Datetime("ns"),
-}
-_OPENDP_TYPES: dict[type[pl.DataType], str] = {
-    pl.String: "String", pl.Int32: "i32", pl.Int64: "i64", pl.Float32: "f32", pl.Float64: "f64",
-    pl.Boolean: "bool",
-}  # fmt: skip
 
 # -- the allow-list ------------------------------------------------------------------------------------
 # The allow-list is what OpenDP 0.14 can make private, no more: anything else OpenDP would refuse anyway.
@@ -332,154 +287,17 @@ def _schema_mismatch(body: Any, expected: dict[str, Any]) -> str:
     )
 
 
-# -- the server's side of the query: domain, margins, privacy unit -------------------------------------
-def polars_schema(metadata: Metadata) -> pl.Schema:
-    """The polars schema of the dataset, as `DataFrameSource.polars()` holds it."""
-    return pl.Schema({name: _POLARS_DTYPES[dtype] for name, dtype in pandas_dtypes(metadata).items()})
-
-
-def _element_domain(dtype: pl.DataType) -> Any:
-    """Any value of the column's type, or null: OpenDP does not check the data against its domain, so the
-    domain claims only what holds by construction (types from the metadata, NaN turned to null by
-    `DataFrameSource.polars()`), not the metadata's `nullable`."""
-    if dtype == pl.Datetime:
-        domain = dp.datetime_domain("ns")
-    elif dtype.is_float():
-        domain = dp.atom_domain(T=_OPENDP_TYPES[type(dtype)], nan=False)
-    else:
-        domain = dp.atom_domain(T=_OPENDP_TYPES[type(dtype)])
-    return dp.option_domain(domain)
-
-
-def _margins(metadata: Metadata, group_keys: set[tuple[str, ...]]) -> list[Margin]:
-    """What the metadata makes public: at most `rows` rows (per group: `max_partition_length`), and the
-    keys of each grouping of the plan whose columns are all categorical in a dataset that declares its
-    categories public (`censor_dims: false`). OpenDP releases other groups only above a noisy threshold.
-
-    The number of groups is bounded by `rows`, not by the categories: data may hold nulls or other values.
-    """
-    margins = [Margin(by=[], max_length=metadata.rows)]
-    for keys in sorted(group_keys):
-        columns = [metadata.columns[key] for key in keys if key in metadata.columns]
-        if len(columns) != len(keys):
-            continue  # OpenDP reports the unknown column
-        public = not metadata.censor_dims and all(
-            isinstance(column, CATEGORICAL_COLUMNS) for column in columns
-        )
-        lengths = [column.max_partition_length for column in columns if column.max_partition_length]
-        margins.append(
-            Margin(
-                by=list(keys),
-                max_length=min(lengths, default=metadata.rows),
-                max_groups=metadata.rows,
-                invariant="keys" if public else None,
-            )
-        )
-    return margins
-
-
-def _input_domain(metadata: Metadata, group_keys: set[tuple[str, ...]]) -> Any:
-    domain = dp.lazyframe_domain(
-        [dp.series_domain(name, _element_domain(dtype)) for name, dtype in polars_schema(metadata).items()]
-    )
-    for margin in _margins(metadata, group_keys):
-        domain = dp.with_margin(domain, margin)
-    return domain
-
-
 @cache
-def _source_node(schema: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+def _source_node(schema: tuple[tuple[str, pl.DataType], ...]) -> dict[str, Any]:
     """The JSON scan of an empty frame with this schema, as the Context API writes it for the dataset."""
-    frame = pl.LazyFrame(schema={name: _POLARS_DTYPES[dtype] for name, dtype in schema})
-    return json.loads(frame.serialize(format="json"))[_SOURCE]
+    return json.loads(pl.LazyFrame(schema=dict(schema)).serialize(format="json"))[_SOURCE]
 
 
-# -- the engine ------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PolarsPlan:
-    """A checked polars query made private by OpenDP: the measurement, its cost, the schema it reads."""
+def check_plan(opendp_json: str, metadata: Metadata, max_nodes: int) -> tuple[str, set[tuple[str, ...]]]:
+    """The plan as JSON polars may read, and the column sets it groups by.
 
-    measurement: Measurement
-    cost: Cost
-    schema: pl.Schema
-
-
-class OpenDPPolarsEngine(Engine[OpenDPCostRequest, PolarsPlan]):
-    library: ClassVar[DPLibrary] = DPLibrary.OPENDP
-
-    def __init__(self, settings: OpenDPSettings) -> None:
-        self._cache: OrderedDict[tuple[Any, ...], PolarsPlan] = OrderedDict()
-        self._cache_size = settings.cache_size
-        self._lock = threading.Lock()
-        self._inputs = _OpenDPInputs()
-
-    def plan(self, request: OpenDPCostRequest, dataset: DatasetRecord) -> PolarsPlan:
-        loss = _checked_request(request)
-        digest = hashlib.sha256(request.opendp_json.encode()).hexdigest()
-        key = (dataset.name, dataset.version, digest, loss.epsilon, loss.delta, loss.rho, request.fixed_delta)
-        with self._lock:
-            plan = self._cache.get(key)
-            if plan is not None:
-                self._cache.move_to_end(key)
-                return plan
-        plan = _prepare(request.opendp_json, loss, request.fixed_delta, dataset.metadata)
-        with self._lock:
-            self._cache[key] = plan
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        return plan
-
-    def cost(self, plan: PolarsPlan) -> Cost:
-        return plan.cost
-
-    def run(self, plan: PolarsPlan, data: DataFrameSource) -> OpenDPPolarsResult:
-        _check_frame(data.polars(), plan)
-        released = plan.measurement(self._inputs.get(data)).collect()
-        return OpenDPPolarsResult(df=frame_to_tight(released.to_pandas()))
-
-
-class _OpenDPInputs:
-    """Each dataset's frame as the OpenDP library holds it, kept as long as the dataset is.
-
-    Handing a polars frame to OpenDP serializes all of it into the library (0.5 s for 1M rows). The
-    library's copy is only read by the measurements, so every run, in any thread, may reuse it.
+    A plan nested deeper than polars reads, or with more than `max_nodes` JSON objects and arrays, is refused.
     """
-
-    def __init__(self) -> None:
-        self._inputs: weakref.WeakKeyDictionary[DataFrameSource, AnyObjectPtr] = weakref.WeakKeyDictionary()
-        self._lock = threading.Lock()
-
-    def get(self, data: DataFrameSource) -> AnyObjectPtr:
-        with self._lock:
-            handle = self._inputs.get(data)
-        if handle is None:
-            handle = py_to_c(data.polars().lazy(), c_type=AnyObjectPtr, type_name="LazyFrame")
-            with self._lock:
-                self._inputs[data] = handle
-        return handle
-
-
-def _checked_request(request: OpenDPCostRequest) -> PolarsPrivacyLoss:
-    if request.polars_version != POLARS_VERSION or request.opendp_version != OPENDP_VERSION:
-        raise InvalidQueryError(
-            f"The query was built with polars {request.polars_version} and opendp {request.opendp_version}; "
-            f"this server runs polars {POLARS_VERSION} and opendp {OPENDP_VERSION}. Install those versions."
-        )
-    if request.privacy_loss is None:
-        raise InvalidQueryError("privacy_loss is required for polars queries (epsilon or rho, and delta).")
-    if len(request.opendp_json) > MAX_PLAN_CHARS:
-        raise InvalidQueryError(
-            f"The polars plan is {len(request.opendp_json)} characters long; the limit is {MAX_PLAN_CHARS}."
-        )
-    if request.privacy_loss.rho is not None and request.fixed_delta is None:
-        raise InvalidQueryError(
-            "fixed_delta is required with rho: the cost is charged as (epsilon, fixed_delta)."
-        )
-    return request.privacy_loss
-
-
-def _checked_plan(opendp_json: str, metadata: Metadata) -> tuple[str, set[tuple[str, ...]]]:
-    """The plan as JSON polars may read, and the column sets it groups by."""
     try:
         document = json.loads(opendp_json)
     except (ValueError, RecursionError):
@@ -487,13 +305,12 @@ def _checked_plan(opendp_json: str, metadata: Metadata) -> tuple[str, set[tuple[
             "opendp_json is not a JSON polars plan (LazyFrame.serialize(format='json'))."
         ) from None
     depth, nodes = _size(document)
-    if depth > MAX_PLAN_DEPTH or nodes > MAX_PLAN_NODES:
+    if depth > MAX_PLAN_DEPTH or nodes > max_nodes:
         raise InvalidQueryError(
             f"The polars plan is {depth} levels deep with {nodes} JSON nodes; "
-            f"the limits are {MAX_PLAN_DEPTH} levels and {MAX_PLAN_NODES} nodes."
+            f"the limits are {MAX_PLAN_DEPTH} levels and {max_nodes} nodes."
         )
-    schema = tuple((name, dtype) for name, dtype in pandas_dtypes(metadata).items())
-    checker = _PlanChecker(_source_node(schema))
+    checker = _PlanChecker(_source_node(tuple(polars_schema(metadata).items())))
     checker.plan(document)
     if checker.sources != 1:
         raise InvalidQueryError("The polars plan has no data frame to query; start from the context's query.")
@@ -516,53 +333,3 @@ def _size(document: Any) -> tuple[int, int]:
         depth = max(depth, level)
         stack.extend((child, level + 1) for child in children if isinstance(child, (dict, list)))
     return depth, nodes
-
-
-def _prepare(
-    opendp_json: str, loss: PolarsPrivacyLoss, fixed_delta: float | None, metadata: Metadata
-) -> PolarsPlan:
-    plan_json, group_keys = _checked_plan(opendp_json, metadata)
-    try:
-        lazyframe = pl.LazyFrame.deserialize(io.StringIO(plan_json), format="json")
-    except (Exception, pl.exceptions.PanicException) as error:  # polars has several; a panic is no Exception
-        raise InvalidQueryError(f"opendp_json is not a valid polars {POLARS_VERSION} plan: {error}") from None
-    measure, d_out = dp.loss_of(epsilon=loss.epsilon, delta=loss.delta, rho=loss.rho)
-    query = Query(
-        chain=(_input_domain(metadata, group_keys), dp.symmetric_distance()),
-        output_measure=measure,
-        d_in=metadata.max_ids,
-        d_out=d_out,
-    )
-    try:
-        measurement = LazyFrameQuery(lazyframe, query).resolve()
-        cost = _cost(measurement, metadata.max_ids, fixed_delta)
-    except OpenDPException as error:
-        raise ExternalLibraryError(
-            DPLibrary.OPENDP, f"OpenDP refused the query: {library_message(error)}"
-        ) from None
-    except (
-        ValueError,
-        TypeError,
-    ) as error:  # OpenDP's Python layer (the scale search); its inputs are public
-        raise ExternalLibraryError(DPLibrary.OPENDP, f"OpenDP refused the query: {error}") from None
-    if not math.isfinite(cost.epsilon):
-        raise InvalidQueryError(
-            f"At fixed_delta={fixed_delta} the query's epsilon is infinite; give a larger one."
-        )
-    return PolarsPlan(measurement, cost, polars_schema(metadata))
-
-
-def _cost(measurement: Measurement, d_in: int, fixed_delta: float | None) -> Cost:
-    """(epsilon, delta) spent; zero-concentrated losses are converted at `fixed_delta`."""
-    if "ZeroConcentratedDivergence" in str(measurement.output_measure.type):
-        assert fixed_delta is not None
-        measurement = dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(measurement), fixed_delta)
-    spent = measurement.map(d_in)
-    epsilon, delta = spent if isinstance(spent, tuple) else (spent, 0.0)
-    return Cost(float(epsilon), float(delta))
-
-
-def _check_frame(frame: pl.DataFrame, plan: PolarsPlan) -> None:
-    """The data must have the types OpenDP was promised: OpenDP does not check them itself."""
-    if frame.schema != plan.schema:
-        raise RuntimeError("The data does not have the polars schema of its metadata.")

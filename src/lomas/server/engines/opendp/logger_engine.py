@@ -1,0 +1,118 @@
+"""The engine of opendp_logger pipelines (the wire format of Lomas 0.4).
+
+Planning checks the pipeline against the allow-lists (`logger_ast.parse`), builds the OpenDP measurement
+and prices it from its privacy map at d_in = the metadata's `max_ids`, all before any data is read. The
+measurement is cached per pipeline, fixed_delta and metadata version: it is immutable and draws fresh
+noise on every invocation. Running feeds it the dataset as CSV text without header, in the metadata's
+column order, which is what its `make_split_dataframe` reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import opendp.prelude as dp
+import pandas as pd
+
+from lomas.core.errors import DPLibrary, InvalidQueryError
+from lomas.core.requests import OpenDPCostRequest
+from lomas.core.responses import OpenDPResult
+from lomas.server.config import OpenDPSettings
+from lomas.server.data.frame import DataFrameSource
+from lomas.server.engines.base import Cost, Engine
+from lomas.server.engines.opendp import logger_ast
+from lomas.server.engines.opendp.cache import PerDataset, PlanCache
+from lomas.server.engines.opendp.logger_plan import SEPARATOR, AstLimits
+from lomas.server.engines.opendp.privacy import privacy_cost
+from lomas.server.store.service import DatasetRecord
+
+_STRING_INPUT = dp.atom_domain(T=str)
+_DATASET_METRIC = dp.symmetric_distance()
+
+
+@dataclass(frozen=True)
+class LegacyPlan:
+    """A built measurement, its price, and the columns of the CSV text it reads. Shared, never mutated."""
+
+    measurement: dp.Measurement
+    cost: Cost
+    columns: tuple[str, ...]
+
+
+class OpenDPLoggerEngine(Engine[OpenDPCostRequest, LegacyPlan]):
+    library: ClassVar[DPLibrary] = DPLibrary.OPENDP
+
+    def __init__(self, settings: OpenDPSettings) -> None:
+        self._limits = AstLimits(
+            max_json_length=settings.max_json_length,
+            max_nodes=settings.max_nodes,
+            max_depth=settings.max_depth,
+            max_list_length=settings.max_list_length,
+            max_string_length=settings.max_string_length,
+            max_size=settings.max_size,
+        )
+        self._plans: PlanCache[LegacyPlan] = PlanCache(settings.cache_size)
+        # Writing the CSV text of 1M rows takes seconds: it is kept as long as the dataset is.
+        self._csv: PerDataset[str] = PerDataset(lambda data: dataset_csv(data.frame))
+
+    def plan(self, request: OpenDPCostRequest, dataset: DatasetRecord) -> LegacyPlan:
+        digest = hashlib.sha256(request.opendp_json.encode()).digest()  # the JSON may be long: keep it small
+        key = (dataset.name, dataset.version, digest, request.fixed_delta)
+        return self._plans.get(key, lambda: self._prepare(request, dataset))
+
+    def cost(self, plan: LegacyPlan) -> Cost:
+        return plan.cost
+
+    def run(self, plan: LegacyPlan, data: DataFrameSource) -> OpenDPResult:
+        if tuple(data.frame.columns) != plan.columns:
+            raise RuntimeError("the loaded dataset's columns differ from its metadata")
+        return OpenDPResult(value=json_value(plan.measurement(self._csv.get(data))))
+
+    def _prepare(self, request: OpenDPCostRequest, dataset: DatasetRecord) -> LegacyPlan:
+        columns = tuple(dataset.metadata.columns)
+        measurement = logger_ast.build(logger_ast.parse(request.opendp_json, columns, self._limits))
+        if measurement.input_domain != _STRING_INPUT or measurement.input_metric != _DATASET_METRIC:
+            raise InvalidQueryError(
+                f"The pipeline reads {measurement.input_domain} under {measurement.input_metric}; it must "
+                f"read the dataset: start it with make_split_dataframe(separator={SEPARATOR!r}, "
+                f"col_names={list(columns)})."
+            )
+        cost = privacy_cost(measurement, dataset.metadata.max_ids, request.fixed_delta)
+        return LegacyPlan(measurement, cost, columns)
+
+
+def json_value(value: Any) -> int | float | list[int | float]:
+    """The measurement's output as the 0.4 wire format carries it: a number or a list of numbers."""
+    if isinstance(value, (list, tuple)):
+        return [_json_number(item) for item in value]
+    return _json_number(value)
+
+
+def _json_number(value: Any) -> int | float:
+    if hasattr(value, "item"):  # numpy scalars
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"OpenDP returned a {type(value).__name__}, not a number.")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("The noisy result overflowed to infinity; use a smaller noise scale.")
+    return value
+
+
+def dataset_csv(frame: pd.DataFrame) -> str:
+    """The frame as `make_split_dataframe` reads it: one line per row, no header, `,` between fields.
+
+    Line breaks and separators inside text values become spaces: a line break would split one person's
+    row in two (so one person would count twice) and a separator would shift the row's later fields.
+    Booleans are written `true`/`false`, the only spellings OpenDP's casts parse; missing values are empty.
+    """
+    columns: dict[str, pd.Series] = {}
+    for name, column in frame.items():
+        if pd.api.types.is_bool_dtype(column):
+            column = column.astype("string").str.lower()
+        elif pd.api.types.is_string_dtype(column) or pd.api.types.is_object_dtype(column):
+            column = column.astype("string").str.replace(r"[\r\n,]", " ", regex=True)
+        columns[str(name)] = column
+    return pd.DataFrame(columns).to_csv(header=False, index=False, lineterminator="\n")
