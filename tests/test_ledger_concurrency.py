@@ -30,14 +30,14 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine, inspect, select, text
+from sqlalchemy import inspect, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from conftest import LiveServer, start_server, stop_server
 from lomas.core.errors import InvalidQueryError
 from lomas.server.demo.seed import seed_if_empty
 from lomas.server.ledger import CRASHED_EXECUTION, Ledger
-from lomas.server.store.db import head_revision, make_engine, session_factory, upgrade
+from lomas.server.store.db import head_revision, make_engine, upgrade
 from lomas.server.store.models import Grant, Query, QueryStatus
 from lomas.server.store.service import AdminStore
 

@@ -17,29 +17,21 @@ import numpy as np
 from sklearn.pipeline import Pipeline
 
 from lomas.client.http import LomasHttp
+from lomas.client.results import Answer
 from lomas.core.diffprivlib_models import MODELS, TYPE_PREFIX, estimator_from_json, tuple_json
-from lomas.core.requests import (
-    DUMMY_NB_ROWS,
-    DUMMY_SEED,
-    DiffPrivLibCostRequest,
-    DiffPrivLibDummyQueryRequest,
-    DiffPrivLibQueryRequest,
-    ImputerStrategy,
-)
-from lomas.core.responses import CostResponse, DiffPrivLibResult, DiffPrivLibStep, QueryResponse
+from lomas.core.errors import DPLibrary
+from lomas.core.requests import DUMMY_NB_ROWS, DUMMY_SEED, ImputerStrategy
+from lomas.core.responses import CostResponse, DiffPrivLibResult, DiffPrivLibStep
 
 
 @dataclass(frozen=True)
-class DiffPrivLibQueryResult:
+class DiffPrivLibQueryResult(Answer):
     """A pipeline fitted with differential privacy, and what it cost.
 
     `score` is computed by the server on a dummy dataset (never on private data): it tells whether the
     pipeline runs, not how well it fits the private data.
     """
 
-    epsilon: float
-    delta: float
-    requested_by: str
     score: float
     model: Pipeline
 
@@ -58,16 +50,8 @@ class DiffPrivLibClient:
         imputer_strategy: ImputerStrategy = "drop",
     ) -> CostResponse:
         """What fitting the pipeline would cost (the sum of its steps' epsilons), without fitting it."""
-        body = DiffPrivLibCostRequest(
-            dataset_name=self._http.dataset_name,
-            diffprivlib_json=serialise_pipeline(pipeline),
-            feature_columns=feature_columns,
-            target_columns=target_columns,
-            test_size=test_size,
-            test_train_split_seed=test_train_split_seed,
-            imputer_strategy=imputer_strategy,
-        )
-        return CostResponse.model_validate(self._http.post("estimate_diffprivlib_cost", body))
+        fields = _fields(pipeline, feature_columns, target_columns, test_size, test_train_split_seed, imputer_strategy)
+        return self._http.cost(DPLibrary.DIFFPRIVLIB, fields)
 
     def query(
         self,
@@ -88,23 +72,8 @@ class DiffPrivLibClient:
         compute them from the private data. `random_state` seeds are honoured on dummy data only.
         `target_columns` names one column, or is None for pipelines without a target (KMeans, PCA).
         """
-        fields: dict[str, Any] = dict(
-            dataset_name=self._http.dataset_name,
-            diffprivlib_json=serialise_pipeline(pipeline),
-            feature_columns=feature_columns,
-            target_columns=target_columns,
-            test_size=test_size,
-            test_train_split_seed=test_train_split_seed,
-            imputer_strategy=imputer_strategy,
-        )
-        if dummy:
-            body: DiffPrivLibQueryRequest = DiffPrivLibDummyQueryRequest(
-                **fields, dummy_nb_rows=nb_rows, dummy_seed=seed
-            )
-            endpoint = "dummy_diffprivlib_query"
-        else:
-            body, endpoint = DiffPrivLibQueryRequest(**fields), "diffprivlib_query"
-        response = QueryResponse.model_validate(self._http.post_job(endpoint, body))
+        fields = _fields(pipeline, feature_columns, target_columns, test_size, test_train_split_seed, imputer_strategy)
+        response = self._http.query(DPLibrary.DIFFPRIVLIB, fields, dummy, nb_rows, seed, as_job=True)
         result = response.result
         assert isinstance(result, DiffPrivLibResult)
         if result.model_params is None:
@@ -118,6 +87,24 @@ class DiffPrivLibClient:
             result.score,
             pipeline_from_params(result.model_params),
         )
+
+
+def _fields(
+    pipeline: Pipeline,
+    feature_columns: list[str],
+    target_columns: list[str] | None,
+    test_size: float,
+    test_train_split_seed: int,
+    imputer_strategy: ImputerStrategy,
+) -> dict[str, Any]:
+    return {
+        "diffprivlib_json": serialise_pipeline(pipeline),
+        "feature_columns": feature_columns,
+        "target_columns": target_columns,
+        "test_size": test_size,
+        "test_train_split_seed": test_train_split_seed,
+        "imputer_strategy": imputer_strategy,
+    }
 
 
 # -- the request: a pipeline as diffprivlib_logger JSON -----------------------------------------------------

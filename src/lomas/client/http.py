@@ -9,8 +9,9 @@ import httpx
 from pydantic import BaseModel
 from rich.console import Console
 
-from lomas.core.errors import InternalServerError, LomasError, error_from_body
-from lomas.core.responses import JobResponse, JobStatus
+from lomas.core.errors import DPLibrary, InternalServerError, LomasError, error_from_body
+from lomas.core.requests import LIBRARY_REQUESTS
+from lomas.core.responses import CostResponse, JobResponse, JobStatus, QueryResponse
 
 DEFAULT_TIMEOUT_S = 60.0
 _FIRST_POLL_S = 0.05
@@ -53,6 +54,27 @@ class LomasHttp:
             return _payload(response, expected=200)
         job = JobResponse.model_validate(_payload(response, expected=202))
         return self._wait(job)
+
+    def cost(self, library: DPLibrary, fields: dict[str, Any]) -> CostResponse:
+        """`/estimate_{library}_cost` with a body made of `fields` (and the dataset name)."""
+        body = LIBRARY_REQUESTS[library].cost(dataset_name=self.dataset_name, **fields)
+        return CostResponse.model_validate(self.post(f"estimate_{library}_cost", body))
+
+    def query(
+        self, library: DPLibrary, fields: dict[str, Any], dummy: bool, nb_rows: int, seed: int, as_job: bool = False
+    ) -> QueryResponse:
+        """`/{library}_query`, or `/dummy_{library}_query` with `nb_rows` rows made with `seed`; a job
+        (waited for) when `as_job`."""
+        requests = LIBRARY_REQUESTS[library]
+        if dummy:
+            body = requests.dummy_query(
+                dataset_name=self.dataset_name, **fields, dummy_nb_rows=nb_rows, dummy_seed=seed
+            )
+            endpoint = f"dummy_{library}_query"
+        else:
+            body, endpoint = requests.query(dataset_name=self.dataset_name, **fields), f"{library}_query"
+        send = self.post_job if as_job else self.post
+        return QueryResponse.model_validate(send(endpoint, body))
 
     def job(self, job_id: str) -> JobResponse:
         """The state of one of the caller's background jobs."""

@@ -28,25 +28,18 @@ import opendp.prelude as dp
 
 from lomas.client.http import LomasHttp
 from lomas.client.opendp_polars import OpenDPPolarsClient
-from lomas.core.requests import (
-    DUMMY_NB_ROWS,
-    DUMMY_SEED,
-    OpenDPCostRequest,
-    OpenDPDummyQueryRequest,
-    OpenDPQueryRequest,
-)
-from lomas.core.responses import CostResponse, OpenDPResult, QueryResponse
+from lomas.client.results import Answer
+from lomas.core.errors import DPLibrary
+from lomas.core.requests import DUMMY_NB_ROWS, DUMMY_SEED
+from lomas.core.responses import CostResponse, OpenDPResult
 
 _CHAINS = {"make_chain_tt": "transformation1", "make_chain_mt": "measurement1"}
 
 
 @dataclass(frozen=True)
-class OpenDPQueryResult:
+class OpenDPQueryResult(Answer):
     """A differentially private value (a number or a list of numbers) and what it cost."""
 
-    epsilon: float
-    delta: float
-    requested_by: str
     value: int | float | list[int | float]
 
 
@@ -61,12 +54,7 @@ class OpenDPClient:
         Pipelines measured in zero-concentrated DP (`then_gaussian`) or with a privacy profile are priced at
         δ = `fixed_delta`, which they need.
         """
-        body = OpenDPCostRequest(
-            dataset_name=self._http.dataset_name,
-            opendp_json=pipeline_json(opendp_pipeline),
-            fixed_delta=fixed_delta,
-        )
-        return CostResponse.model_validate(self._http.post("estimate_opendp_cost", body))
+        return self._http.cost(DPLibrary.OPENDP, _fields(opendp_pipeline, fixed_delta))
 
     def query(
         self,
@@ -77,23 +65,13 @@ class OpenDPClient:
         seed: int = DUMMY_SEED,
     ) -> OpenDPQueryResult:
         """Run the pipeline on the private data (charged), or with `dummy=True` on dummy data (free)."""
-        fields: dict[str, Any] = dict(
-            dataset_name=self._http.dataset_name,
-            opendp_json=pipeline_json(opendp_pipeline),
-            fixed_delta=fixed_delta,
-        )
-        if dummy:
-            body: OpenDPQueryRequest = OpenDPDummyQueryRequest(
-                **fields, dummy_nb_rows=nb_rows, dummy_seed=seed
-            )
-            endpoint = "dummy_opendp_query"
-        else:
-            body, endpoint = OpenDPQueryRequest(**fields), "opendp_query"
-        response = QueryResponse.model_validate(self._http.post(endpoint, body))
+        response = self._http.query(DPLibrary.OPENDP, _fields(opendp_pipeline, fixed_delta), dummy, nb_rows, seed)
         assert isinstance(response.result, OpenDPResult)
-        return OpenDPQueryResult(
-            response.epsilon, response.delta, response.requested_by, response.result.value
-        )
+        return OpenDPQueryResult(response.epsilon, response.delta, response.requested_by, response.result.value)
+
+
+def _fields(opendp_pipeline: dp.Measurement | str, fixed_delta: float | None) -> dict[str, Any]:
+    return {"opendp_json": pipeline_json(opendp_pipeline), "fixed_delta": fixed_delta}
 
 
 def pipeline_json(pipeline: dp.Measurement | str) -> str:

@@ -25,7 +25,8 @@ import polars as pl
 from opendp.extras.polars import LazyFrameQuery, Margin
 
 from lomas.client.http import LomasHttp
-from lomas.client.results import dummy_frame
+from lomas.client.results import Answer, dummy_frame
+from lomas.core.errors import DPLibrary
 from lomas.core.frames import frame_from_tight
 from lomas.core.metadata import CATEGORICAL_COLUMNS, Metadata
 from lomas.core.requests import (
@@ -33,23 +34,17 @@ from lomas.core.requests import (
     DUMMY_SEED,
     DummyDatasetRequest,
     LomasRequest,
-    OpenDPCostRequest,
-    OpenDPDummyQueryRequest,
-    OpenDPQueryRequest,
     PolarsPrivacyLoss,
 )
-from lomas.core.responses import CostResponse, DummyDatasetResponse, OpenDPPolarsResult, QueryResponse
+from lomas.core.responses import CostResponse, DummyDatasetResponse, OpenDPPolarsResult
 
 _LOSS_PARAMETERS = {"MaxDivergence": "epsilon", "ZeroConcentratedDivergence": "rho"}
 
 
 @dataclass(frozen=True)
-class PolarsQueryResult:
+class PolarsQueryResult(Answer):
     """A released polars DataFrame and what it cost."""
 
-    epsilon: float
-    delta: float
-    requested_by: str
     df: pl.DataFrame
 
 
@@ -91,8 +86,7 @@ class OpenDPPolarsClient:
 
         `fixed_delta` is the delta at which a zero-concentrated (rho) loss is charged as (epsilon, delta).
         """
-        body = OpenDPCostRequest(**_request_fields(self._http.dataset_name, query, fixed_delta))
-        return CostResponse.model_validate(self._http.post("estimate_opendp_cost", body))
+        return self._http.cost(DPLibrary.OPENDP, _request_fields(query, fixed_delta))
 
     def query(
         self,
@@ -103,15 +97,7 @@ class OpenDPPolarsClient:
         seed: int = DUMMY_SEED,
     ) -> PolarsQueryResult:
         """Run the query on the private data (charged), or with `dummy=True` on dummy data (free)."""
-        fields = _request_fields(self._http.dataset_name, query, fixed_delta)
-        if dummy:
-            body: OpenDPQueryRequest = OpenDPDummyQueryRequest(
-                **fields, dummy_nb_rows=nb_rows, dummy_seed=seed
-            )
-            endpoint = "dummy_opendp_query"
-        else:
-            body, endpoint = OpenDPQueryRequest(**fields), "opendp_query"
-        response = QueryResponse.model_validate(self._http.post(endpoint, body))
+        response = self._http.query(DPLibrary.OPENDP, _request_fields(query, fixed_delta), dummy, nb_rows, seed)
         if not isinstance(response.result, OpenDPPolarsResult):
             raise TypeError(f"Expected a polars result, got {response.result.res_type}.")
         frame = pl.from_pandas(frame_from_tight(response.result.df))
@@ -132,7 +118,7 @@ def _preview_margins(metadata: Metadata) -> list[Margin]:
     return margins
 
 
-def _request_fields(dataset_name: str, query: LazyFrameQuery, fixed_delta: float | None) -> dict[str, Any]:
+def _request_fields(query: LazyFrameQuery, fixed_delta: float | None) -> dict[str, Any]:
     """The request of a Context API query: its plan as JSON, its privacy loss and the library versions."""
     if not isinstance(query, LazyFrameQuery):
         raise TypeError(
@@ -144,7 +130,6 @@ def _request_fields(dataset_name: str, query: LazyFrameQuery, fixed_delta: float
         warnings.filterwarnings("ignore", message="'json' serialization format of LazyFrame is deprecated")
         opendp_json = plan.serialize(format="json")
     return {
-        "dataset_name": dataset_name,
         "opendp_json": opendp_json,
         "fixed_delta": fixed_delta,
         "pipeline_type": "polars",

@@ -11,12 +11,18 @@ from lomas.core.responses import DummyDatasetResponse, QueryResponse
 
 
 @dataclass(frozen=True)
-class QueryResult:
-    """A differentially private answer and what it cost."""
+class Answer:
+    """What every answer carries: what it cost and who asked."""
 
     epsilon: float
     delta: float
     requested_by: str
+
+
+@dataclass(frozen=True)
+class QueryResult(Answer):
+    """A differentially private table (SmartNoise-SQL, or synthetic samples)."""
+
     df: pd.DataFrame
 
 

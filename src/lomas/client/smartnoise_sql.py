@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from lomas.client.http import LomasHttp
 from lomas.client.results import QueryResult, query_result
-from lomas.core.requests import (
-    DUMMY_NB_ROWS,
-    DUMMY_SEED,
-    SmartnoiseSQLCostRequest,
-    SmartnoiseSQLDummyQueryRequest,
-    SmartnoiseSQLQueryRequest,
-)
-from lomas.core.responses import CostResponse, QueryResponse
+from lomas.core.errors import DPLibrary
+from lomas.core.requests import DUMMY_NB_ROWS, DUMMY_SEED
+from lomas.core.responses import CostResponse
 
 
 class SmartnoiseSQLClient:
@@ -20,10 +17,7 @@ class SmartnoiseSQLClient:
 
     def cost(self, query: str, epsilon: float, delta: float, mechanisms: dict[str, str] | None = None) -> CostResponse:
         """What the query would cost, without running it."""
-        body = SmartnoiseSQLCostRequest(
-            dataset_name=self._http.dataset_name, query_str=query, epsilon=epsilon, delta=delta, mechanisms=mechanisms or {}
-        )
-        return CostResponse.model_validate(self._http.post("estimate_smartnoise_sql_cost", body))
+        return self._http.cost(DPLibrary.SMARTNOISE_SQL, _fields(query, epsilon, delta, mechanisms))
 
     def query(
         self,
@@ -37,17 +31,9 @@ class SmartnoiseSQLClient:
         seed: int = DUMMY_SEED,
     ) -> QueryResult:
         """Run the query on the private data (charged), or with `dummy=True` on dummy data (free)."""
-        fields = dict(
-            dataset_name=self._http.dataset_name,
-            query_str=query,
-            epsilon=epsilon,
-            delta=delta,
-            mechanisms=mechanisms or {},
-            postprocess=postprocess,
-        )
-        if dummy:
-            body: SmartnoiseSQLQueryRequest = SmartnoiseSQLDummyQueryRequest(**fields, dummy_nb_rows=nb_rows, dummy_seed=seed)
-            endpoint = "dummy_smartnoise_sql_query"
-        else:
-            body, endpoint = SmartnoiseSQLQueryRequest(**fields), "smartnoise_sql_query"
-        return query_result(QueryResponse.model_validate(self._http.post(endpoint, body)))
+        fields = _fields(query, epsilon, delta, mechanisms) | {"postprocess": postprocess}
+        return query_result(self._http.query(DPLibrary.SMARTNOISE_SQL, fields, dummy, nb_rows, seed))
+
+
+def _fields(query: str, epsilon: float, delta: float, mechanisms: dict[str, str] | None) -> dict[str, Any]:
+    return {"query_str": query, "epsilon": epsilon, "delta": delta, "mechanisms": mechanisms or {}}

@@ -17,31 +17,26 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Literal, overload
 
 from lomas.client.http import LomasHttp
-from lomas.client.results import QueryResult
+from lomas.client.results import Answer, QueryResult
+from lomas.core.errors import DPLibrary
 from lomas.core.frames import frame_from_tight
 from lomas.core.requests import (
     DUMMY_NB_ROWS,
     DUMMY_SEED,
     SSYNTH_CONSTRAINTS_MODULE,
     SSYNTH_TRANSFORMER_PREFIX,
-    SmartnoiseSynthCostRequest,
-    SmartnoiseSynthDummyQueryRequest,
-    SmartnoiseSynthQueryRequest,
     SynthName,
 )
-from lomas.core.responses import CostResponse, QueryResponse, SmartnoiseSynthModel, SmartnoiseSynthSamples
+from lomas.core.responses import CostResponse, SmartnoiseSynthModel, SmartnoiseSynthSamples
 
 NB_SAMPLES = 200
 _DEFAULT_SSYNTH_VERSION = "1.0.8"  # the server's; used when smartnoise-synth is not installed here
 
 
 @dataclass(frozen=True)
-class SynthModelResult:
+class SynthModelResult(Answer):
     """A trained synthesizer (call `model.sample(n)`) and what it cost."""
 
-    epsilon: float
-    delta: float
-    requested_by: str
     model: Any
 
 
@@ -102,10 +97,8 @@ class SmartnoiseSynthClient:
         mwem spends no delta (its cost reports 0). Without a delta, aim and mst use 1e-9 and the GANs
         1 / (rows * sqrt(rows)) from the dataset's metadata; the cost says which.
         """
-        body = SmartnoiseSynthCostRequest(
-            **self._fields(synth_name, epsilon, delta, select_cols, synth_params, nullable, constraints)
-        )
-        return CostResponse.model_validate(self._http.post("estimate_smartnoise_synth_cost", body))
+        fields = _fields(synth_name, epsilon, delta, select_cols, synth_params, nullable, constraints)
+        return self._http.cost(DPLibrary.SMARTNOISE_SYNTH, fields)
 
     @overload
     def query(
@@ -175,16 +168,9 @@ class SmartnoiseSynthClient:
         a pickle, which this client unpickles: unpickling runs code of the sender's choosing, and this
         client trusts the server it was pointed at to send only what it trained.
         """
-        fields = self._fields(synth_name, epsilon, delta, select_cols, synth_params, nullable, constraints)
+        fields = _fields(synth_name, epsilon, delta, select_cols, synth_params, nullable, constraints)
         fields.update(return_model=return_model, condition=condition, nb_samples=nb_samples)
-        if dummy:
-            body: SmartnoiseSynthQueryRequest = SmartnoiseSynthDummyQueryRequest(
-                **fields, dummy_nb_rows=nb_rows, dummy_seed=seed
-            )
-            endpoint = "dummy_smartnoise_synth_query"
-        else:
-            body, endpoint = SmartnoiseSynthQueryRequest(**fields), "smartnoise_synth_query"
-        response = QueryResponse.model_validate(self._http.post_job(endpoint, body))
+        response = self._http.query(DPLibrary.SMARTNOISE_SYNTH, fields, dummy, nb_rows, seed, as_job=True)
         result = response.result
         if isinstance(result, SmartnoiseSynthModel):
             model = pickle.loads(base64.b64decode(result.model))  # trusted: our own server's model
@@ -193,25 +179,24 @@ class SmartnoiseSynthClient:
         frame = frame_from_tight(result.df_samples)
         return QueryResult(response.epsilon, response.delta, response.requested_by, frame)
 
-    def _fields(
-        self,
-        synth_name: SynthName,
-        epsilon: float,
-        delta: float | None,
-        select_cols: Sequence[str] | None,
-        synth_params: Mapping[str, Any] | None,
-        nullable: bool,
-        constraints: Mapping[str, Any] | str | None,
-    ) -> dict[str, Any]:
-        if constraints and not isinstance(constraints, str):
-            constraints = serialise_constraints(constraints)
-        return {
-            "dataset_name": self._http.dataset_name,
-            "synth_name": synth_name,
-            "epsilon": epsilon,
-            "delta": delta,
-            "select_cols": list(select_cols or []),
-            "synth_params": dict(synth_params or {}),
-            "nullable": nullable,
-            "constraints": constraints or "",
-        }
+
+def _fields(
+    synth_name: SynthName,
+    epsilon: float,
+    delta: float | None,
+    select_cols: Sequence[str] | None,
+    synth_params: Mapping[str, Any] | None,
+    nullable: bool,
+    constraints: Mapping[str, Any] | str | None,
+) -> dict[str, Any]:
+    if constraints and not isinstance(constraints, str):
+        constraints = serialise_constraints(constraints)
+    return {
+        "synth_name": synth_name,
+        "epsilon": epsilon,
+        "delta": delta,
+        "select_cols": list(select_cols or []),
+        "synth_params": dict(synth_params or {}),
+        "nullable": nullable,
+        "constraints": constraints or "",
+    }

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from lomas.core.errors import DPLibrary
 
 DUMMY_NB_ROWS = 100
 DUMMY_SEED = 42
@@ -152,3 +155,27 @@ class SmartnoiseSynthQueryRequest(SmartnoiseSynthCostRequest):
 
 class SmartnoiseSynthDummyQueryRequest(SmartnoiseSynthQueryRequest, DummyMixin):
     pass
+
+
+@dataclass(frozen=True)
+class LibraryRequests:
+    """The bodies of a library's three endpoints: `/{library}_query`, `/dummy_{library}_query` and
+    `/estimate_{library}_cost`."""
+
+    query: type[LomasRequest]
+    dummy_query: type[LomasRequest]
+    cost: type[LomasRequest]
+
+
+LIBRARY_REQUESTS: dict[DPLibrary, LibraryRequests] = {
+    DPLibrary.SMARTNOISE_SQL: LibraryRequests(
+        SmartnoiseSQLQueryRequest, SmartnoiseSQLDummyQueryRequest, SmartnoiseSQLCostRequest
+    ),
+    DPLibrary.OPENDP: LibraryRequests(OpenDPQueryRequest, OpenDPDummyQueryRequest, OpenDPCostRequest),
+    DPLibrary.DIFFPRIVLIB: LibraryRequests(
+        DiffPrivLibQueryRequest, DiffPrivLibDummyQueryRequest, DiffPrivLibCostRequest
+    ),
+    DPLibrary.SMARTNOISE_SYNTH: LibraryRequests(
+        SmartnoiseSynthQueryRequest, SmartnoiseSynthDummyQueryRequest, SmartnoiseSynthCostRequest
+    ),
+}

@@ -17,22 +17,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from lomas import __version__
 from lomas.core.errors import INTERNAL_SERVER_ERROR, DPLibrary, ErrorModel
 from lomas.core.frames import frame_to_tight
-from lomas.core.requests import (
-    DiffPrivLibCostRequest,
-    DiffPrivLibDummyQueryRequest,
-    DiffPrivLibQueryRequest,
-    DummyDatasetRequest,
-    LomasRequest,
-    OpenDPCostRequest,
-    OpenDPDummyQueryRequest,
-    OpenDPQueryRequest,
-    SmartnoiseSQLCostRequest,
-    SmartnoiseSQLDummyQueryRequest,
-    SmartnoiseSQLQueryRequest,
-    SmartnoiseSynthCostRequest,
-    SmartnoiseSynthDummyQueryRequest,
-    SmartnoiseSynthQueryRequest,
-)
+from lomas.core.requests import LIBRARY_REQUESTS, DummyDatasetRequest, LibraryRequests, LomasRequest
 from lomas.core.responses import (
     ArchivedQuery,
     CostResponse,
@@ -143,30 +128,12 @@ def protocol_router() -> APIRouter:
         """A background job of the caller's: its state, then its answer or its error."""
         return svc.jobs.status(user, job_id)
 
-    for library, models in _LIBRARY_MODELS.items():
-        _library_routes(router, library, *models)
+    for library, requests in LIBRARY_REQUESTS.items():
+        _library_routes(router, library, requests)
     return router
 
 
-_LIBRARY_MODELS: dict[DPLibrary, tuple[type[LomasRequest], type[LomasRequest], type[LomasRequest]]] = {
-    DPLibrary.SMARTNOISE_SQL: (SmartnoiseSQLQueryRequest, SmartnoiseSQLDummyQueryRequest, SmartnoiseSQLCostRequest),
-    DPLibrary.OPENDP: (OpenDPQueryRequest, OpenDPDummyQueryRequest, OpenDPCostRequest),
-    DPLibrary.DIFFPRIVLIB: (DiffPrivLibQueryRequest, DiffPrivLibDummyQueryRequest, DiffPrivLibCostRequest),
-    DPLibrary.SMARTNOISE_SYNTH: (
-        SmartnoiseSynthQueryRequest,
-        SmartnoiseSynthDummyQueryRequest,
-        SmartnoiseSynthCostRequest,
-    ),
-}
-
-
-def _library_routes(
-    router: APIRouter,
-    library: DPLibrary,
-    query_model: type[LomasRequest],
-    dummy_model: type[LomasRequest],
-    cost_model: type[LomasRequest],
-) -> None:
+def _library_routes(router: APIRouter, library: DPLibrary, requests: LibraryRequests) -> None:
     """The three routes every DP library has: query, dummy query and cost estimate."""
 
     def query_handler(model: type[LomasRequest], dummy: bool) -> Callable[..., Awaitable[Any]]:
@@ -187,10 +154,13 @@ def _library_routes(
 
         return handler
 
-    def estimate_cost(body: cost_model, user: Caller, svc: Services) -> CostResponse:  # type: ignore[valid-type]
+    def estimate_cost(body: requests.cost, user: Caller, svc: Services) -> CostResponse:  # type: ignore[valid-type]
         return svc.queries.cost(user, body, svc.engines[library])
 
-    query_routes = ((f"/{library}_query", query_model, False), (f"/dummy_{library}_query", dummy_model, True))
+    query_routes = (
+        (f"/{library}_query", requests.query, False),
+        (f"/dummy_{library}_query", requests.dummy_query, True),
+    )
     for path, model, dummy in query_routes:
         router.add_api_route(
             path,
