@@ -29,7 +29,7 @@ from typer.core import TyperGroup
 from lomas.admin import collections
 from lomas.core.metadata import CATEGORICAL_COLUMNS, AnyColumn
 from lomas.server.config import load_settings
-from lomas.server.ledger import Budget
+from lomas.server.ledger import Budget, exact
 from lomas.server.store.db import make_engine, session_factory, upgrade
 from lomas.server.store.models import QueryStatus
 from lomas.server.store.service import AdminStore, ArchiveRecord, GrantRecord, NotFoundError, StoreError
@@ -200,7 +200,9 @@ def _grant_rows(grants: list[GrantRecord], with_user: bool = True) -> tuple[list
     ]
     rows: list[list[Any]] = []
     for grant in grants:
-        budget = Budget(grant.initial_epsilon, grant.initial_delta, grant.spent_epsilon, grant.spent_delta)
+        budget = Budget(
+            exact(grant.initial_epsilon), exact(grant.initial_delta), exact(grant.spent_epsilon), exact(grant.spent_delta)
+        )
         rows.append(
             [grant.user_name] * with_user
             + [

@@ -67,8 +67,8 @@ class LomasHttp:
         (waited for) when `as_job`."""
         requests = LIBRARY_REQUESTS[library]
         if dummy:
-            body = requests.dummy_query(
-                dataset_name=self.dataset_name, **fields, dummy_nb_rows=nb_rows, dummy_seed=seed
+            body = requests.dummy_query.model_validate(
+                {"dataset_name": self.dataset_name, **fields, "dummy_nb_rows": nb_rows, "dummy_seed": seed}
             )
             endpoint = f"dummy_{library}_query"
         else:

@@ -18,7 +18,7 @@ import importlib.metadata
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import opendp.prelude as dp
 import polars as pl
@@ -109,7 +109,7 @@ def _preview_margins(metadata: Metadata) -> list[Margin]:
     margins = [Margin(by=[], max_length=metadata.rows)]
     for name, column in metadata.columns.items():
         if isinstance(column, CATEGORICAL_COLUMNS):
-            invariant = None if metadata.censor_dims else "keys"
+            invariant: Literal["keys"] | None = None if metadata.censor_dims else "keys"
             margins.append(
                 Margin(
                     by=[name], max_length=metadata.rows, max_groups=column.cardinality, invariant=invariant

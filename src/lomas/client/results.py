@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from lomas.core.frames import frame_from_tight
-from lomas.core.responses import DummyDatasetResponse, QueryResponse
+from lomas.core.responses import DummyDatasetResponse, QueryResponse, SmartnoiseSQLResult
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class QueryResult(Answer):
 
 
 def query_result(response: QueryResponse) -> QueryResult:
+    assert isinstance(response.result, SmartnoiseSQLResult)
     return QueryResult(response.epsilon, response.delta, response.requested_by, frame_from_tight(response.result.df))
 
 

@@ -129,14 +129,16 @@ class JobRunner:
 
 def _response(job: Job) -> JobResponse:
     complete = job.status == JobStatus.COMPLETE
-    return JobResponse(
-        job_id=job.id,
-        status=JobStatus(job.status),
-        library=job.library,
-        dummy=job.dummy,
-        created_at=job.created_at,
-        finished_at=job.finished_at,
-        status_code=job.status_code,
-        result=job.result if complete else None,
-        error=None if complete else job.result,
+    return JobResponse.model_validate(
+        {
+            "job_id": job.id,
+            "status": job.status,
+            "library": job.library,
+            "dummy": job.dummy,
+            "created_at": job.created_at,
+            "finished_at": job.finished_at,
+            "status_code": job.status_code,
+            "result": job.result if complete else None,
+            "error": None if complete else job.result,
+        }
     )

@@ -154,7 +154,9 @@ def _library_routes(router: APIRouter, library: DPLibrary, requests: LibraryRequ
 
         return handler
 
-    def estimate_cost(body: requests.cost, user: Caller, svc: Services) -> CostResponse:  # type: ignore[valid-type]
+    def estimate_cost(
+        body: requests.cost, user: Caller, svc: Services  # type: ignore[name-defined]
+    ) -> CostResponse:
         return svc.queries.cost(user, body, svc.engines[library])
 
     query_routes = (

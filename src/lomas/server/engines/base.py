@@ -14,6 +14,7 @@ from typing import ClassVar, Generic, TypeVar
 from pydantic import BaseModel
 
 from lomas.core.errors import DPLibrary
+from lomas.core.responses import QueryResult
 from lomas.server.data.frame import DataFrameSource
 from lomas.server.store.service import DatasetRecord
 
@@ -41,5 +42,5 @@ class Engine(ABC, Generic[RequestT, PlanT]):
         """The privacy cost of running the plan, from the plan and metadata alone."""
 
     @abstractmethod
-    def run(self, plan: PlanT, data: DataFrameSource) -> BaseModel:
+    def run(self, plan: PlanT, data: DataFrameSource) -> QueryResult:
         """Execute the plan on the data and return the DP result."""

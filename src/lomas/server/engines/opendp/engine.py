@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import BaseModel
-
 from lomas.core.errors import DPLibrary
 from lomas.core.requests import OpenDPCostRequest
+from lomas.core.responses import QueryResult
 from lomas.server.config import OpenDPSettings
 from lomas.server.data.frame import DataFrameSource
 from lomas.server.engines.base import Cost, Engine
@@ -40,7 +39,7 @@ class OpenDPEngine(Engine[OpenDPCostRequest, LegacyPlan | PolarsPlan]):
             return self._polars.cost(plan)
         return self._logger.cost(plan)
 
-    def run(self, plan: LegacyPlan | PolarsPlan, data: DataFrameSource) -> BaseModel:
+    def run(self, plan: LegacyPlan | PolarsPlan, data: DataFrameSource) -> QueryResult:
         if isinstance(plan, PolarsPlan):
             return self._polars.run(plan, data)
         return self._logger.run(plan, data)

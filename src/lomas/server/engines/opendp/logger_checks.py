@@ -106,7 +106,7 @@ def categories(value: Any, walk: Walk, path: str) -> list[str | int | bool]:
             )
     if len({type(item) for item in values}) > 1:
         raise refuse(path, "all categories must have the same type.")
-    return [scalar(item, walk, path) for item in values]
+    return [scalar(item, walk, path) for item in values]  # type: ignore[misc]  # type checked above
 
 
 def bounds(value: Any, walk: Walk, path: str) -> tuple[int | float, int | float]:

@@ -83,9 +83,11 @@ def _opendp_plugins() -> dict[str, dict[str, Any]]:
 
     The client's plugin nodes are swapped for these, so the library polars loads is always OpenDP's.
     """
-    column = pl.col("c")
+    # `.dp` is the namespace OpenDP registers on polars expressions at import: unknown to type checkers.
+    column: Any = pl.col("c")
+    length: Any = pl.len()
     expressions = [
-        dp.len(), pl.len().dp.noise(), column.dp.len(), column.dp.count(), column.dp.null_count(),
+        dp.len(), length.dp.noise(), column.dp.len(), column.dp.count(), column.dp.null_count(),
         column.dp.n_unique(), column.dp.sum((0, 1)), column.dp.mean((0, 1)),
         column.dp.quantile(0.5, [0, 1]), column.dp.median([0, 1]),
     ]  # fmt: skip
