@@ -68,6 +68,12 @@ class OpenDPSettings(BaseModel):
     cache_size: int = Field(
         default=512, gt=0, description="Built pipelines kept, by JSON, fixed_delta and dataset version."
     )
+    max_concurrent_runs: int = Field(
+        default=2,
+        gt=0,
+        description="opendp_logger pipelines on large datasets (16 MiB and more in memory) running at once "
+        "in one process; each holds about 0.9 GB per million rows of the dataset while it runs.",
+    )
     polars_max_plan_chars: int = Field(
         default=1_000_000, gt=0, description="Characters of a polars plan (opendp_json) in one request."
     )

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import opendp.prelude as dp
+from opendp._convert import py_to_c  # private: the library's own copy of an input, reused by every run
+from opendp._lib import AnyObjectPtr
 import pandas as pd
 
 from lomas.core.errors import DPLibrary, InvalidQueryError
@@ -29,6 +32,7 @@ from lomas.server.engines.opendp.logger_plan import SEPARATOR, AstLimits
 from lomas.server.engines.opendp.privacy import privacy_cost
 from lomas.server.store.service import DatasetRecord
 
+_LARGE_DATASET_BYTES = 16 * 2**20  # about 100,000 rows of PENGUIN
 _STRING_INPUT = dp.atom_domain(T=str)
 _DATASET_METRIC = dp.symmetric_distance()
 
@@ -55,8 +59,15 @@ class OpenDPLoggerEngine(Engine[OpenDPCostRequest, LegacyPlan]):
             max_size=settings.max_size,
         )
         self._plans: PlanCache[LegacyPlan] = PlanCache(settings.cache_size)
-        # Writing the CSV text of 1M rows takes seconds: it is kept as long as the dataset is.
-        self._csv: PerDataset[str] = PerDataset(lambda data: dataset_csv(data.frame))
+        # Writing the CSV text of 1M rows takes seconds, and handing it to the library copies it: the
+        # library's copy is kept as long as the dataset is, and every run reads it.
+        self._csv: PerDataset[AnyObjectPtr] = PerDataset(_library_csv)
+        # A run parses the whole CSV into OpenDP's own columns (about 0.9 GB per million rows) and is CPU
+        # bound. Runs on large datasets go to a few threads of their own: more at once would add memory,
+        # not throughput, and each thread that ever ran one keeps its malloc arena's high-water mark (8
+        # request threads running 1M-row pipelines held 7.6 GB; 2 threads, 2.9 GB). On small datasets
+        # the hand-off would cost more than the run.
+        self._large_runs = ThreadPoolExecutor(settings.max_concurrent_runs, thread_name_prefix="opendp-run")
 
     def plan(self, request: OpenDPCostRequest, dataset: DatasetRecord) -> LegacyPlan:
         digest = hashlib.sha256(request.opendp_json.encode()).digest()  # the JSON may be long: keep it small
@@ -69,7 +80,12 @@ class OpenDPLoggerEngine(Engine[OpenDPCostRequest, LegacyPlan]):
     def run(self, plan: LegacyPlan, data: DataFrameSource) -> OpenDPResult:
         if tuple(data.frame.columns) != plan.columns:
             raise RuntimeError("the loaded dataset's columns differ from its metadata")
-        return OpenDPResult(value=json_value(plan.measurement(self._csv.get(data))))
+        csv = self._csv.get(data)
+        if data.nbytes < _LARGE_DATASET_BYTES:
+            released = plan.measurement(csv)
+        else:
+            released = self._large_runs.submit(plan.measurement, csv).result()
+        return OpenDPResult(value=json_value(released))
 
     def _prepare(self, request: OpenDPCostRequest, dataset: DatasetRecord) -> LegacyPlan:
         columns = tuple(dataset.metadata.columns)
@@ -82,6 +98,16 @@ class OpenDPLoggerEngine(Engine[OpenDPCostRequest, LegacyPlan]):
             )
         cost = privacy_cost(measurement, dataset.metadata.max_ids, request.fixed_delta)
         return LegacyPlan(measurement, cost, columns)
+
+
+def _library_csv(data: DataFrameSource) -> AnyObjectPtr:
+    """The dataset's CSV text as the library's own object, which measurements read without copying.
+
+    Passing a Python string instead converts it on every run, and OpenDP's wrapper leaves that C copy in
+    a reference cycle that only a full garbage collection frees: the server grew by the size of the
+    dataset on every query.
+    """
+    return py_to_c(dataset_csv(data.frame), c_type=AnyObjectPtr, type_name="String")
 
 
 def json_value(value: Any) -> int | float | list[int | float]:
