@@ -47,15 +47,15 @@ class Services:
     jobs: JobRunner
 
 
-def _load_private_frame(dataset: DatasetRecord) -> DataFrameSource:
-    return DataFrameSource(read_frame(parse_access(dataset.access), dataset.metadata))
-
-
 def build_services(settings: Settings) -> Services:
     sessions = session_factory(make_engine(settings.store_url))
     store = AdminStore(sessions)
     ledger = Ledger(sessions, settings.reservation_timeout_s)
-    cache = DatasetCache(_load_private_frame)
+    cache = DatasetCache(
+        lambda dataset: DataFrameSource(
+            read_frame(parse_access(dataset.access), dataset.metadata), settings.duckdb_threads
+        )
+    )
     return Services(
         settings=settings,
         store=store,

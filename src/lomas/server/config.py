@@ -220,6 +220,12 @@ class Settings(BaseSettings):
     demo: bool = False
     workers: int = Field(default=1, gt=0, description="Server processes (uvicorn workers).")
     threads: int = Field(default=8, gt=0, description="Threads that run DP work off the event loop.")
+    duckdb_threads: int = Field(
+        default=1,
+        gt=0,
+        description="Threads of one SQL scan of a private dataset. One suits many small queries at once (two "
+        "made a 344-row COUNT 2.5 ms slower on 2 cores); more speed up large GROUP BYs when requests are few.",
+    )
     reservation_timeout_s: float = Field(
         default=3600.0,
         gt=0,

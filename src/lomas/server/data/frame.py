@@ -14,10 +14,12 @@ TABLE_NAME = "df"
 class DataFrameSource:
     """One loaded dataset (private or dummy). Engines read it; none may modify it."""
 
-    def __init__(self, frame: pd.DataFrame) -> None:
+    def __init__(self, frame: pd.DataFrame, duckdb_threads: int = 1) -> None:
         self.frame = frame
         self.nbytes = int(frame.memory_usage(deep=True).sum())
-        self._duckdb = duckdb.connect(config={"enable_external_access": False, "lock_configuration": True})
+        self._duckdb = duckdb.connect(
+            config={"enable_external_access": False, "lock_configuration": True, "threads": duckdb_threads}
+        )
         self._cursors = threading.local()
         self._polars: pl.DataFrame | None = None
         self._polars_lock = threading.Lock()
