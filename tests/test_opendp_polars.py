@@ -200,7 +200,29 @@ def _deep() -> str:
     return _serialize(plan.select(dp.len()))
 
 
+def _function_as_data_type(marker: Path, where: str) -> str:
+    """A pickled function hidden in a data type given as an expression (`OfExpr`), where the checker sees
+    plain data: in a cast, or in `str.json_decode`. Polars unpickles it while reading the plan."""
+    carrier = json.loads(_serialize(_iris().select(pl.struct(pl.first()).name.map_fields(TouchFile(marker)))))
+    dtype = {"OfExpr": carrier["Select"]["expr"][0]}
+    column = {"Column": "species"}
+    expression = (
+        {"Cast": {"expr": column, "dtype": dtype, "options": "NonStrict"}}
+        if where == "cast"
+        else {
+            "Function": {
+                "input": [column],
+                "function": {"StringExpr": {"JsonDecode": {"dtype": dtype, "infer_schema_len": 100}}},
+            }
+        }
+    )
+    carrier["Select"]["expr"] = [expression]
+    return json.dumps(carrier)
+
+
 UDF_PLANS: dict[str, Callable[[Path], str]] = {
+    "function_in_cast_dtype": lambda marker: _function_as_data_type(marker, "cast"),
+    "function_in_json_decode_dtype": lambda marker: _function_as_data_type(marker, "json_decode"),
     "map_elements": lambda marker: _serialize(
         _iris().select(
             pl.col("petal_width").map_elements(TouchFile(marker), return_dtype=pl.Float64).dp.sum((0.0, 3.0))

@@ -69,12 +69,18 @@ _FUNCTIONS = frozenset({
 })  # fmt: skip
 _PLUGIN = "FfiPlugin"
 
-# Tags that mark code, files or other sources. Never valid inside plain data; refused there as well.
+# Tags that mark code, files, other sources or whole expressions. Never valid inside plain data (a data
+# type given as `OfExpr` would carry an expression, and with it a pickled function); refused there.
 _FORBIDDEN_TAGS = frozenset({
     "AnonymousFunction", "Cache", "DataFrameScan", "Eval", "ExtContext", "FfiPlugin", "HConcat", "IR",
-    "Join", "MapFunction", "MergeSorted", "Python", "PythonScan", "RenameAlias", "Scan", "Sink",
-    "SinkMultiple", "SubPlan", "Union",
+    "Join", "MapFunction", "MergeSorted", "OfExpr", "Python", "PythonScan", "RenameAlias", "Scan",
+    "Selector", "Sink", "SinkMultiple", "SubPlan", "Union",
 })  # fmt: skip
+# Polars writes binary values as arrays of bytes. Arrow IPC data (series and frames) starts with this
+# marker; pickled Python objects (any function or object polars would unpickle) do not. Whatever the
+# position, only Arrow data may be binary: the guard does not rely on knowing where polars puts objects.
+_ARROW_IPC_MARKER = [255, 255, 255, 255]
+_SHORTEST_BINARY = 8
 
 
 @cache
@@ -312,11 +318,34 @@ def check_plan(opendp_json: str, metadata: Metadata, max_nodes: int) -> tuple[st
             f"The polars plan is {depth} levels deep with {nodes} JSON nodes; "
             f"the limits are {MAX_PLAN_DEPTH} levels and {max_nodes} nodes."
         )
+    _refuse_non_arrow_binary(document)
     checker = _PlanChecker(_source_node(tuple(polars_schema(metadata).items())))
     checker.plan(document)
     if checker.sources != 1:
         raise InvalidQueryError("The polars plan has no data frame to query; start from the context's query.")
     return json.dumps(document), checker.group_keys
+
+
+def _refuse_non_arrow_binary(document: Any) -> None:
+    """Refuse any array of bytes that is not Arrow data: pickles are how Python code travels in a plan."""
+    stack = [document]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            if _is_binary(value) and value[: len(_ARROW_IPC_MARKER)] != _ARROW_IPC_MARKER:
+                raise InvalidQueryError(
+                    "The polars plan carries a Python function or object (as a pickle); "
+                    "Python code from clients never runs on the server."
+                )
+            stack.extend(item for item in value if isinstance(item, (dict, list)))
+
+
+def _is_binary(value: list[Any]) -> bool:
+    return len(value) >= _SHORTEST_BINARY and all(
+        isinstance(item, int) and not isinstance(item, bool) and 0 <= item <= 255 for item in value
+    )
 
 
 def _size(document: Any) -> tuple[int, int]:
