@@ -111,6 +111,17 @@ def test_private_categories_need_delta_and_are_thresholded(server: LiveServer) -
     assert _spent(client) == (cost.epsilon, cost.delta)
 
 
+def test_combinations_of_public_categories_are_private(server: LiveServer) -> None:
+    """PENGUIN declares each column's categories public, not which (species, island) pairs occur."""
+    client = Client(server.url, "Dr. Antartica", "PENGUIN")
+    pure = client.opendp.polars.context(privacy_loss=dp.loss_of(epsilon=1.0), split_evenly_over=1)
+    before = _spent(client)
+    with pytest.raises(ExternalLibraryError, match="key-set of .*island.* is private"):
+        client.opendp.polars.query(pure.query().group_by(["species", "island"]).agg(dp.len()))
+    assert _spent(client) == before
+    assert client.opendp.polars.cost(pure.query().group_by("species").agg(dp.len())).delta == 0
+
+
 def test_rho_is_charged_as_epsilon_at_fixed_delta(server: LiveServer) -> None:
     client = Client(server.url, "Dr. House", "PATIENTS")
     context = client.opendp.polars.context(privacy_loss=dp.loss_of(rho=0.05), split_evenly_over=1)

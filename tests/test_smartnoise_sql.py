@@ -63,6 +63,16 @@ def test_censored_dataset_needs_delta_and_refuses_before_charging(demo_server: L
     assert client.get_total_spent_budget().total_spent_epsilon == 0.0
 
 
+def test_combinations_of_public_categories_are_thresholded(demo_server: LiveServer) -> None:
+    """PENGUIN declares each column's categories public, not which (species, island) pairs occur."""
+    client = Client(demo_server.url, "Tintin", "PENGUIN")
+    pairs = "SELECT species, island, COUNT(*) AS n FROM df GROUP BY species, island"
+    with pytest.raises(InvalidQueryError, match="delta"):
+        client.smartnoise_sql.cost(pairs, 1.0, 0.0)
+    single = client.smartnoise_sql.cost("SELECT species, COUNT(*) AS n FROM df GROUP BY species", 1.0, 0.0)
+    assert single.delta < 1e-12  # no threshold: only the float slack of the Laplace mechanism
+
+
 @pytest.mark.parametrize(
     ("query", "message"),
     [

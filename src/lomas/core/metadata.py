@@ -162,6 +162,19 @@ class Metadata(BaseModel):
     censor_dims: bool = True
     columns: dict[str, AnyColumn]
 
+    def has_public_keys(self, group_by: list[str] | tuple[str, ...]) -> bool:
+        """Whether grouping by these columns may release its keys without a threshold.
+
+        Only what the administrator declared is public: the categories of one column, with
+        `censor_dims: false`. Which *combinations* of categories occur, and whether a nullable column holds
+        nulls, are facts about the private data: grouping by several columns, or by a nullable one, is
+        thresholded like any other key.
+        """
+        if self.censor_dims or len(group_by) != 1:
+            return False
+        column = self.columns.get(group_by[0])
+        return isinstance(column, CATEGORICAL_COLUMNS) and not column.nullable
+
     @model_validator(mode="after")
     def _has_columns(self) -> Metadata:
         if not self.columns:

@@ -26,7 +26,7 @@ from snsql.sql.reader.base import SqlReader
 
 from lomas.core.errors import DPLibrary, InvalidQueryError
 from lomas.core.frames import frame_to_tight
-from lomas.core.metadata import CATEGORICAL_COLUMNS, DatetimeMetadata, Metadata
+from lomas.core.metadata import DatetimeMetadata, Metadata
 from lomas.core.requests import SmartnoiseSQLCostRequest, SmartnoiseSQLQueryRequest
 from lomas.core.responses import SmartnoiseSQLResult
 from lomas.server.data.frame import TABLE_NAME, DataFrameSource
@@ -174,7 +174,7 @@ def _prepare(
     try:
         sn_metadata = snsql_metadata(metadata, metadata.censor_dims)
         query = PrivateReader(_NoDataReader(), sn_metadata, privacy=privacy).parse_query_string(request.query_str)
-        if not metadata.censor_dims and not _groups_by_public_categories(query, metadata):
+        if not metadata.censor_dims and not _groups_by_public_keys(query, metadata):
             # Only declared categories are public: other GROUP BY keys are thresholded anyway.
             sn_metadata = snsql_metadata(metadata, True)
             query = PrivateReader(_NoDataReader(), sn_metadata, privacy=privacy).parse_query_string(request.query_str)
@@ -193,15 +193,11 @@ def _prepare(
     return _Prepared(sn_metadata, privacy, query, subquery, outer, Cost(float(epsilon), float(delta)))
 
 
-def _groups_by_public_categories(query: Any, metadata: Metadata) -> bool:
+def _groups_by_public_keys(query: Any, metadata: Metadata) -> bool:
     if query.agg is None:
         return True
-    for grouping in query.agg.groupingExpressions:
-        name = getattr(grouping.expression, "name", None)
-        column = metadata.columns.get(str(name)) if name is not None else None
-        if not isinstance(column, CATEGORICAL_COLUMNS):
-            return False
-    return True
+    names = [getattr(grouping.expression, "name", None) for grouping in query.agg.groupingExpressions]
+    return None not in names and metadata.has_public_keys([str(name) for name in names])
 
 
 def _check_runnable(query: Any, subquery: Any, mechanisms: list[Any]) -> None:

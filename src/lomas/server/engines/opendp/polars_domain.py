@@ -12,7 +12,7 @@ import opendp.prelude as dp
 import polars as pl
 from opendp.extras.polars import Margin
 
-from lomas.core.metadata import CATEGORICAL_COLUMNS, Metadata
+from lomas.core.metadata import Metadata
 from lomas.server.data.dtypes import DATETIME_DTYPE, pandas_dtypes
 
 # The pandas dtypes the server holds data in (server/data/dtypes.py) and the polars dtypes they convert to.
@@ -51,8 +51,8 @@ def _element_domain(dtype: pl.DataType) -> Any:
 
 def _margins(metadata: Metadata, group_keys: set[tuple[str, ...]]) -> list[Margin]:
     """What the metadata makes public: at most `rows` rows (per group: `max_partition_length`), and the
-    keys of each grouping of the plan whose columns are all categorical in a dataset that declares its
-    categories public (`censor_dims: false`). OpenDP releases other groups only above a noisy threshold.
+    keys of the groupings whose keys the metadata declares public (`Metadata.has_public_keys`). OpenDP
+    releases other groups only above a noisy threshold.
 
     The number of groups is bounded by `rows`, not by the categories: data may hold nulls or other values.
     """
@@ -61,9 +61,7 @@ def _margins(metadata: Metadata, group_keys: set[tuple[str, ...]]) -> list[Margi
         columns = [metadata.columns[key] for key in keys if key in metadata.columns]
         if len(columns) != len(keys):
             continue  # OpenDP reports the unknown column
-        public = not metadata.censor_dims and all(
-            isinstance(column, CATEGORICAL_COLUMNS) for column in columns
-        )
+        public = metadata.has_public_keys(keys)
         lengths = [column.max_partition_length for column in columns if column.max_partition_length]
         margins.append(
             Margin(
