@@ -192,6 +192,16 @@ HOSTILE = {
             }
         )
     ),
+    "resize 1e6 on 344 rows": count_with(
+        lambda ast: ast["lhs"].update(
+            rhs={
+                "_type": "constructor",
+                "module": "transformations",
+                "func": "then_resize",
+                "kwargs": {"size": 10**6, "constant": "x" * 1000},
+            }
+        )
+    ),
     "vector domain 1e12": document(
         constructor(
             "transformations",
@@ -404,7 +414,8 @@ def test_hostile_payloads_are_refused_before_anything_runs(server: LiveServer, n
         ("enable_features", "'enable_features' is not an allowed OpenDP 0.10 constructor"),
         ("user measurement", "'make_user_measurement' is not an allowed"),
         ("TOA PyObject", "type 'PyObject' is not allowed here"),
-        ("resize 1e12", "expected an integer between 0 and 10000000"),
+        ("resize 1e12", "expected an integer between 0 and 688"),
+        ("resize 1e6 on 344 rows", "expected an integer between 0 and 688"),
         ("long document", "the limit is 200000"),
         ("nested chains", "nested deeper than 64 levels"),
         ("nested arrays", "nested too deeply"),

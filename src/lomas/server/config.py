@@ -63,7 +63,8 @@ class OpenDPSettings(BaseModel):
     max_size: int = Field(
         default=10_000_000,
         gt=0,
-        description="Largest `size` of `make_resize` or `vector_domain`: rows a pipeline may materialise.",
+        description="Largest `size` of `make_resize` or `vector_domain`: rows a pipeline may materialise "
+        "(and never more than twice the dataset's `rows`).",
     )
     cache_size: int = Field(
         default=512, gt=0, description="Built pipelines kept, by JSON, fixed_delta and dataset version."

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import opendp.prelude as dp
@@ -32,6 +32,7 @@ from lomas.server.engines.opendp.logger_plan import SEPARATOR, AstLimits
 from lomas.server.engines.opendp.privacy import privacy_cost
 from lomas.server.store.service import DatasetRecord
 
+_SIZE_PER_ROW = 2  # largest `size` (resize, sized domains) per row of the dataset's metadata
 _LARGE_DATASET_BYTES = 16 * 2**20  # about 100,000 rows of PENGUIN
 _STRING_INPUT = dp.atom_domain(T=str)
 _DATASET_METRIC = dp.symmetric_distance()
@@ -89,7 +90,10 @@ class OpenDPLoggerEngine(Engine[OpenDPCostRequest, LegacyPlan]):
 
     def _prepare(self, request: OpenDPCostRequest, dataset: DatasetRecord) -> LegacyPlan:
         columns = tuple(dataset.metadata.columns)
-        measurement = logger_ast.build(logger_ast.parse(request.opendp_json, columns, self._limits))
+        # A pipeline never needs to materialise many more rows than the dataset has (a resize to its
+        # size): the ceiling keeps a free dummy query from allocating gigabytes.
+        limits = replace(self._limits, max_size=min(self._limits.max_size, _SIZE_PER_ROW * dataset.metadata.rows))
+        measurement = logger_ast.build(logger_ast.parse(request.opendp_json, columns, limits))
         if measurement.input_domain != _STRING_INPUT or measurement.input_metric != _DATASET_METRIC:
             raise InvalidQueryError(
                 f"The pipeline reads {measurement.input_domain} under {measurement.input_metric}; it must "
