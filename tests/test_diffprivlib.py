@@ -514,6 +514,12 @@ HOSTILE = [
         lambda m: request(edited(FOREST, 0, classes=["Gentoo", "Adelie"])),
         "sorted categories",
     ),
+    case("priors-missing", lambda m: request(GNB), "'priors' is required"),
+    case(
+        "epsilon-so-small-the-library-never-ends",
+        lambda m: request(edited(GNB, 0, epsilon=1e-300, priors=[0.4, 0.2, 0.4])),
+        "must be at least 0.001",
+    ),
     case(
         "priors-not-summing-to-one",
         lambda m: request(edited(GNB, 0, priors=[0.5, 0.5, 0.5])),

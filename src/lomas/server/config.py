@@ -104,6 +104,12 @@ class DiffPrivLibSettings(BaseModel):
         "bounds the fitting time and the size of the returned model.",
     )
     max_clusters: int = Field(default=100, gt=0, description="Largest `n_clusters` of a KMeans.")
+    min_epsilon: float = Field(
+        default=1e-3,
+        gt=0,
+        description="Smallest epsilon of one step: below it diffprivlib's bounded Laplace sampling can loop "
+        "for ever (1e-8 did), holding a job worker.",
+    )
     score_rows: int = Field(
         default=1_000,
         gt=0,

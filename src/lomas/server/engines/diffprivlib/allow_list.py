@@ -49,7 +49,7 @@ class ModelSpec:
 
 
 _COMMON: dict[str, Checker] = {
-    "epsilon": checks.positive,
+    "epsilon": checks.epsilon,
     "random_state": checks.seed,
     "accountant": checks.accountant,
 }
@@ -137,7 +137,7 @@ SPECS: dict[str, ModelSpec] = {
             },
             target="class",
             released=frozenset(
-                {"n_features_in_", "classes_", "epsilon_", "theta_", "var_", "class_count_", "class_prior_"}
+                {"n_features_in_", "classes_", "epsilon_", "theta_", "var_", "class_prior_"}
             ),
         ),
         ModelSpec(

@@ -61,6 +61,13 @@ def positive(value: Any, _ctx: StepContext) -> float:
     return number
 
 
+def epsilon(value: Any, ctx: StepContext) -> float:
+    number = positive(value, ctx)
+    if number < ctx.settings.min_epsilon:
+        raise Refused(f"must be at least {ctx.settings.min_epsilon} (the server's min_epsilon), not {shown(value)}")
+    return number
+
+
 def non_negative(value: Any, _ctx: StepContext) -> float:
     number = _number(value)
     if number < 0:
@@ -177,12 +184,13 @@ def classes(value: Any, ctx: StepContext) -> tuple[Any, ...]:
     return ctx.classes
 
 
-def priors(value: Any, ctx: StepContext) -> tuple[float, ...] | None:
-    if value is None:
-        return None
+def priors(value: Any, ctx: StepContext) -> tuple[float, ...]:
+    """Required: without them GaussianNB derives its priors from noisy class counts that diffprivlib
+    forces to sum to the exact number of training rows, so the model would reveal that number."""
+    _required(value)
     assert ctx.classes is not None
     if not isinstance(value, list | tuple) or len(value) != len(ctx.classes):
-        raise Refused(f"must be null or a list of {len(ctx.classes)} probabilities, one per class")
+        raise Refused(f"must be a list of {len(ctx.classes)} probabilities, one per class")
     probabilities = tuple(non_negative(item, ctx) for item in value)
     if not math.isclose(math.fsum(probabilities), 1.0):
         raise Refused("must sum to 1")
