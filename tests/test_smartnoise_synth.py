@@ -93,8 +93,14 @@ def test_cost_follows_the_declared_budget_and_the_metadata(server: LiveServer) -
 
 CTGANS = {  # synthesizer: (its parameters, the attribute that holds its data sampler)
     "dpctgan": ({"epochs": 2, "batch_size": 50, "sigma": 5.0}, "_data_sampler"),
-    "patectgan": ({"batch_size": 50, "noise_multiplier": 0.1}, "cond_generator"),
 }
+
+
+def test_patectgan_is_refused_because_it_can_overspend(server: LiveServer) -> None:
+    client = Client(server.url, "Tintin", "PENGUIN")
+    with pytest.raises(InvalidQueryError, match="patectgan is not supported: .*hundreds of times"):
+        client.smartnoise_synth.cost("patectgan", 1.0, 1e-5, select_cols=["species"])
+    assert spent_and_history(client) == ((0.0, 0.0), 0)
 
 
 @pytest.mark.parametrize("synth", list(CTGANS))
@@ -115,6 +121,7 @@ def test_dummy_query_is_free_and_returns_a_model_without_the_training_data(
     for column, width in enumerate(sampler._discrete_column_n_category):  # category frequencies made uniform
         assert np.allclose(sampler._discrete_column_category_prob[column, :width], 1 / width)
     assert getattr(model, "epsilon_list", []) == [] and getattr(model, "loss_d_list", []) == []
+    assert model._epochs is None  # how many epochs epsilon afforded depends on the private row count
     samples = model.sample(7)
     assert list(samples.columns) == columns and set(samples["species"]) <= SPECIES
     assert spent_and_history(client) == ((0.0, 0.0), 0)

@@ -1,8 +1,8 @@
 """SmartNoise-Synth queries: differentially private synthetic samples, or the trained synthesizer.
 
 The method names and arguments are those of lomas-client 0.4.1. Synthesizers: "aim", "mwem", "mst" (samples
-only), "dpctgan", "patectgan", "pategan" (datasets of 1000 rows or more) and "dpgan"; the server refuses
-"pacsynth". See https://docs.smartnoise.org/synth/ for what each synthesizer and transformer does.
+only), "dpctgan", "pategan" (datasets of 1000 rows or more) and "dpgan"; the server refuses "pacsynth" and
+"patectgan". See https://docs.smartnoise.org/synth/ for what each synthesizer and transformer does.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """SmartNoise-Synth engine: differentially private synthetic data, as samples or as a trained synthesizer.
 
 Synthesizers: mwem (epsilon only), aim and mst (epsilon, delta; marginal-based, "cube" encodings) and the
-GANs dpctgan, patectgan, pategan and dpgan (epsilon, delta; "gan" encodings). pacsynth is refused: it can
-bring the whole process down (a Rust panic), and mst models cannot be returned (they do not pickle).
+GANs dpctgan, pategan and dpgan (epsilon, delta; "gan" encodings). pacsynth is refused: it can bring the
+whole process down (a Rust panic); patectgan too: its PATE accounting can overspend epsilon many times over.
+mst models cannot be returned (they do not pickle).
 
 Privacy, in short (each module's docstring has the details):
 - `columns`, `encoding`: every column is encoded from the public metadata, with transformers fitted on

@@ -15,7 +15,7 @@ from snsynth.transform.table import TableTransformer
 from lomas.core.errors import InvalidQueryError
 from lomas.server.config import SmartnoiseSynthSettings
 from lomas.server.engines.smartnoise_synth.dp_sgd import DpSgd, dp_sgd_epsilon
-from lomas.server.engines.smartnoise_synth.params import DP_SGD_SYNTHESIZERS, PATE_SYNTHESIZERS
+from lomas.server.engines.smartnoise_synth.params import DP_SGD_SYNTHESIZERS
 
 PATEGAN_MIN_ROWS = 1_000  # pategan makes one teacher per 1000 rows, and fails without any
 PATE_MOMENTS_ORDER = 100  # the largest Renyi order of snsynth's PATE accountants
@@ -93,8 +93,8 @@ def _check_mst(cards: list[int], max_cells: int) -> None:
 
 def _check_gan(synth: str, kwargs: dict[str, Any], rows: int, epsilon: float, delta: float) -> DpSgd | None:
     """GAN checks before any data is read; returns the DP-SGD accounting of dpctgan and dpgan."""
-    batch_size = kwargs.get("batch_size", 500 if synth in ("dpctgan", "patectgan") else 64)
-    if synth in ("dpctgan", "patectgan"):
+    batch_size = kwargs.get("batch_size", 500 if synth == "dpctgan" else 64)
+    if synth == "dpctgan":
         kwargs["verbose"] = False
         if batch_size % 2 or batch_size % kwargs.get("pac", 1):
             raise InvalidQueryError(f"synth_params: {synth} needs an even batch_size that pac divides.")
@@ -102,7 +102,7 @@ def _check_gan(synth: str, kwargs: dict[str, Any], rows: int, epsilon: float, de
         raise InvalidQueryError(
             f"pategan needs at least {PATEGAN_MIN_ROWS} rows (one teacher per 1000); this dataset has {rows}."
         )
-    if synth in PATE_SYNTHESIZERS and epsilon <= math.log(1 / delta) / PATE_MOMENTS_ORDER:
+    if synth == "pategan" and epsilon <= math.log(1 / delta) / PATE_MOMENTS_ORDER:
         raise InvalidQueryError(
             f"{synth} needs epsilon > ln(1/delta)/{PATE_MOMENTS_ORDER} = "
             f"{math.log(1 / delta) / PATE_MOMENTS_ORDER:.3g}."

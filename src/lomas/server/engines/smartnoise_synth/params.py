@@ -31,17 +31,21 @@ from lomas.server.engines.smartnoise_synth.checkers import (
 
 CUBE_SYNTHESIZERS = ("mwem", "aim", "mst")  # one categorical code per column; the others are GANs
 DP_SGD_SYNTHESIZERS = ("dpctgan", "dpgan")
-PATE_SYNTHESIZERS = ("patectgan", "pategan")
 MARGINAL_DEFAULT_DELTA = 1e-9  # snsynth's default delta of aim and mst
 
 
 def check_synthesizer(request: SmartnoiseSynthCostRequest) -> None:
-    """Refuse pacsynth, and a returned mst model."""
+    """Refuse pacsynth and patectgan, and a returned mst model."""
     if request.synth_name == "pacsynth":
         raise InvalidQueryError(
             "pacsynth is not supported: it can crash the server process (a Rust panic). "
-            "Choose aim, mwem, mst, "
-            "dpctgan, patectgan, pategan or dpgan."
+            "Choose aim, mwem, mst, dpctgan, pategan or dpgan."
+        )
+    if request.synth_name == "patectgan":
+        raise InvalidQueryError(
+            "patectgan is not supported: its privacy accounting runs a whole PATE iteration before it checks "
+            "epsilon, which can spend hundreds of times the declared epsilon, and its teachers and student "
+            "share one network. Choose aim, mwem, mst, dpctgan, pategan or dpgan."
         )
     if (
         isinstance(request, SmartnoiseSynthQueryRequest)
@@ -112,15 +116,6 @@ def synth_param_checkers(s: SmartnoiseSynthSettings) -> dict[str, dict[str, Chec
             "sigma": real(0.0, 1_000.0, low_open=True),
             "max_per_sample_grad_norm": real(0.0, 1_000.0, low_open=True),
             "disabled_dp": one_of(False),
-        },
-        "patectgan": {
-            **ctgan,
-            "teacher_iters": iterations,
-            "student_iters": iterations,
-            "sample_per_teacher": integer(100, 1_000_000),
-            "noise_multiplier": real(1e-3, 1_000.0),
-            "regularization": one_of(None, "dragan"),
-            "binary": flag,
         },
         "pategan": {
             "latent_dim": width,

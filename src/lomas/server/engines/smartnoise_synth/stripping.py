@@ -4,7 +4,8 @@ A fitted synthesizer keeps some of the private data itself: mwem its copy of the
 histograms (its synthetic histograms are scaled to sum 1, as their total is the exact row count); aim and
 mst the exact row count; the CTGANs their losses, epsilon list (from which the row count follows), copy of
 the training data and exact category frequencies, from which snsynth would otherwise draw the condition of
-every generated row (the frequencies become uniform, the rows a public stand-in). mwem still derives each
+every generated row (the frequencies become uniform, the rows a public stand-in), and dpctgan the number of
+epochs its budget afforded; pategan its number of teachers (its teacher list still has that length). mwem still derives each
 histogram's range from the smallest and largest encoded value in the data; that is the library's behaviour
 and is not hidden here.
 """
@@ -30,15 +31,16 @@ def withhold_private_state(synth: str, synthesizer: Any) -> None:
         _neutralise_sampler(synthesizer._data_sampler)
         synthesizer.loss_d_list, synthesizer.loss_g_list = [], []
         synthesizer.epsilon_list, synthesizer.alpha_list = [], []
-    elif synth == "patectgan":
-        _neutralise_sampler(synthesizer.cond_generator)
+        synthesizer._epochs = None  # the epochs epsilon afforded depend on the private row count
+    elif synth == "pategan":
+        synthesizer.num_teachers = None  # one teacher per 1000 private rows
 
 
 def _neutralise_sampler(sampler: Any) -> None:
     """The CTGAN data sampler holds the training data and its exact category frequencies; keep neither.
 
-    patectgan generates from `sample_original_condvec`, which reads categories off random training rows:
-    an identity matrix stands in for them, a public table that picks every category of every column.
+    An identity matrix stands in for the training rows, a public table that picks every category of every
+    column.
     """
     tallest = max(sampler._discrete_column_n_category, default=1)
     sampler._data = np.eye(tallest, sampler._data.shape[1])

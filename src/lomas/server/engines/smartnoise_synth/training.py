@@ -9,13 +9,13 @@ them).
 Randomness: aim, mst and mwem draw their Gaussian/Laplace measurement noise from OpenDP's samplers, but
 choose what to measure (exponential mechanism) with numpy's global generator (and Python's `random` in
 mwem); dpctgan and dpgan draw DP-SGD noise from torch's default generator (opacus without `secure_rng`,
-seeded from the OS), pategan and patectgan the PATE vote noise from `numpy.random.laplace`. The numpy,
+seeded from the OS), pategan the PATE vote noise from `numpy.random.laplace`. The numpy,
 Python and torch generators are not cryptographically secure.
 
 Spending: dpctgan and dpgan train the epochs the DP-SGD accountant affords (see `dp_sgd`). After training,
 mwem's accountant and dpctgan's epsilon list are checked against the declared epsilon. aim and mst spend by
-construction (OpenDP's zCDP conversion). patectgan and pategan stop after the PATE iteration that reaches
-epsilon and expose no accountant: they may overshoot by that last iteration, which cannot be checked from
+construction (OpenDP's zCDP conversion). pategan stops after the PATE iteration that reaches
+epsilon and exposes no accountant: it may overshoot by that last iteration, which cannot be checked from
 outside the library. How the CTGANs pick real rows during training (by category, not uniformly as the
 accountant assumes) is the library's and is not changed here.
 """
@@ -51,7 +51,6 @@ _TRAINING_MODULES = [
     "snsynth.aim",
     "snsynth.mst.mst",
     "snsynth.pytorch.nn.dpctgan",
-    "snsynth.pytorch.nn.patectgan",
     "snsynth.pytorch.nn.pategan",
     "snsynth.pytorch.nn.dpgan",
 ]
