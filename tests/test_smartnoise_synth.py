@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from snsynth.transform import ChainTransformer, LabelTransformer, MinMaxTransformer, OneHotEncoder
+from snsynth.transform import BinTransformer, ChainTransformer, LabelTransformer, MinMaxTransformer, OneHotEncoder
 
 from conftest import LiveServer, start_server, stop_server
 from lomas.client import Client, ExternalLibraryError, InvalidQueryError, SynthModelResult
@@ -137,6 +137,25 @@ def test_mwem_model_keeps_only_its_normalised_synthetic_histograms(server: LiveS
     assert [real for _fake, real, _split in model.synthetic_histograms] == [None]
     assert [fake.sum() for fake, _real, _split in model.synthetic_histograms] == [pytest.approx(1.0)]
     assert set(model.sample(20)["species"]) <= SPECIES
+
+
+def test_mwem_histograms_span_the_public_range_not_the_datas(server: LiveServer) -> None:
+    """snsynth's mwem kept the smallest and largest bin the data fills (`mins_maxes`): with narrow bins
+    that gave away the data's extremes. The range is now the bins the constraint declares."""
+    client = Client(server.url, "Tintin", "PENGUIN")
+    result = client.smartnoise_synth.query(
+        "mwem",
+        1.0,
+        select_cols=["species", "body_mass_g"],
+        synth_params=FAST_MWEM,
+        constraints={"body_mass_g": BinTransformer(lower=2000, upper=7000, bins=100, nullable=True)},
+        dummy=True,
+        return_model=True,
+    )
+    ranges = result.model.mins_maxes
+    assert ranges["0"] == (0, 2)  # species: three categories
+    assert ranges["1"][0] == 0 and ranges["1"][1] >= 99  # every bin (and the null code), whatever the data
+    assert result.model.sample(30)["species"].isin(SPECIES).all()
 
 
 def test_condition_keeps_only_matching_rows_and_may_return_fewer(server: LiveServer) -> None:

@@ -31,7 +31,7 @@ from lomas.server.ledger import Ledger
 from lomas.server.queries import QueryService
 from lomas.server.routes import protocol_router
 from lomas.server.store.db import make_engine, session_factory
-from lomas.server.store.service import AdminStore, DatasetRecord
+from lomas.server.store.service import AdminStore
 
 logger = logging.getLogger(__name__)
 

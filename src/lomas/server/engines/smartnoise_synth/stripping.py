@@ -1,13 +1,12 @@
 """What is removed from, or neutralised in, a fitted synthesizer before it is sampled or pickled.
 
 A fitted synthesizer keeps some of the private data itself: mwem its copy of the training data and true
-histograms (its synthetic histograms are scaled to sum 1, as their total is the exact row count); aim and
+histograms (its synthetic histograms are scaled to sum 1, as their total is the exact row count; the range
+of each histogram comes from the public cardinalities, see `training`); aim and
 mst the exact row count; the CTGANs their losses, epsilon list (from which the row count follows), copy of
 the training data and exact category frequencies, from which snsynth would otherwise draw the condition of
 every generated row (the frequencies become uniform, the rows a public stand-in), and dpctgan the number of
-epochs its budget afforded; pategan its number of teachers (its teacher list still has that length). mwem still derives each
-histogram's range from the smallest and largest encoded value in the data; that is the library's behaviour
-and is not hidden here.
+epochs its budget afforded; pategan its number of teachers (its teacher list still has that length).
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from snsynth import Synthesizer
+from snsynth.mwem import Histogram as MwemHistogram
 
 from lomas.server.engines.smartnoise_synth.columns import training_frame
 from lomas.server.engines.smartnoise_synth.dp_sgd import affordable_epochs, dp_sgd_epsilon
@@ -140,7 +141,11 @@ def _train_and_release(task: Task) -> pd.DataFrame | str:
         if kwargs["epochs"] == 0:
             raise ValueError(f"one epoch on {len(frame)} rows would spend more than epsilon {plan.epsilon}.")
     synthesizer = Synthesizer.create(plan.synth, epsilon=plan.epsilon, **kwargs)
+    if plan.synth == "mwem":
+        _histograms_over_public_ranges(synthesizer, plan.transformer.cardinality)
     synthesizer.fit(frame, transformer=plan.transformer, preprocessor_eps=0.0)
+    if plan.synth == "mwem":
+        del synthesizer._histogram_from_data_attributes  # a closure: the model must still pickle
     _check_spent(plan, synthesizer, len(frame))
     withhold_private_state(plan.synth, synthesizer)
     release = plan.release
@@ -149,6 +154,30 @@ def _train_and_release(task: Task) -> pd.DataFrame | str:
     return draw_samples(
         synthesizer, plan.outputs, release.nb_samples, release.condition, task.max_rounds, task.max_draw
     )
+
+
+def _histograms_over_public_ranges(synthesizer: Any, cardinality: list[int]) -> None:
+    """Make mwem size each histogram from the columns' public cardinalities.
+
+    snsynth's `_histogram_from_data_attributes` takes each column's range from the smallest and largest
+    encoded value of the private data and keeps it (`mins_maxes`), so a model, and even its samples,
+    revealed the data's extremes (with narrow bins, at any precision). This is the same histogram over the
+    public range 0..cardinality-1 of each encoded column.
+    """
+
+    def histograms(data: np.ndarray, splits: Any = ()) -> list[Any]:
+        made = []
+        for split in splits:
+            sizes = [cardinality[column] for column in split]
+            for column, size in zip(split, sizes):
+                synthesizer.mins_maxes[str(column)] = (0, size - 1)
+                synthesizer.scale[str(column)] = 1
+            ranges = [(-0.5, size - 0.5) for size in sizes]  # bin k holds the code k
+            histogram, bins = np.histogramdd(data[:, split], bins=sizes, range=ranges)
+            made.append(MwemHistogram(histogram, sizes, bins, split))
+        return made
+
+    synthesizer._histogram_from_data_attributes = histograms
 
 
 def _check_spent(plan: SynthPlan, synthesizer: Any, rows: int) -> None:
