@@ -128,7 +128,7 @@ def test_jobs_still_queued_at_shutdown_give_their_budget_back(sessions: sessionm
     store.add_user("alice")
     store.register_dataset("PENGUIN", PENGUIN_ACCESS, PENGUIN_METADATA)
     store.grant("alice", "PENGUIN", 1.0, 1e-3)
-    runner = JobRunner(sessions, workers=1)
+    runner = JobRunner(sessions, workers=1, max_per_user=2)
     release_first = threading.Event()
     started_first = threading.Event()
 
@@ -163,3 +163,45 @@ def test_jobs_still_queued_at_shutdown_give_their_budget_back(sessions: sessionm
     assert cancelled.error is not None and cancelled.error.message == SERVER_STOPPED
     finished = runner.status("alice", running.job_id)
     assert (finished.status, finished.status_code) == ("failed", 500)
+
+
+def test_one_user_cannot_hold_every_worker(sessions: sessionmaker[Session]) -> None:
+    """Past jobs.max_per_user, a user's next long query is refused and its reservation given back;
+    other users still get theirs queued."""
+    store = AdminStore(sessions)
+    for user in ("alice", "bob"):
+        store.add_user(user)
+    store.register_dataset("PENGUIN", PENGUIN_ACCESS, PENGUIN_METADATA)
+    runner = JobRunner(sessions, workers=1, max_per_user=1)
+    release = threading.Event()
+    abandoned: list[str] = []
+
+    def blocked() -> QueryResponse:
+        release.wait(30)
+        raise InternalServerError()
+
+    def query(name: str) -> PreparedQuery:
+        return PreparedQuery("PENGUIN", blocked, lambda: abandoned.append(name))
+
+    first = runner.submit("alice", DPLibrary.SMARTNOISE_SYNTH, True, query("alice 1"))
+    with pytest.raises(InvalidQueryError, match=r"alice already has 1 long queries .*jobs.max_per_user"):
+        runner.submit("alice", DPLibrary.SMARTNOISE_SYNTH, True, query("alice 2"))
+    with pytest.raises(InvalidQueryError, match="max_per_user"):
+        runner.execute("alice", query("alice 3"))
+    assert abandoned == ["alice 2", "alice 3"]  # refused before running: their budget is given back
+    bobs = runner.submit("bob", DPLibrary.SMARTNOISE_SYNTH, True, query("bob"))
+    assert runner.status("bob", bobs.job_id).status in ("pending", "running")
+
+    release.set()
+    wait_until_failed(runner, "alice", first.job_id)
+    later = runner.submit("alice", DPLibrary.SMARTNOISE_SYNTH, True, query("alice 4"))  # a slot is free again
+    wait_until_failed(runner, "alice", later.job_id)
+    runner.shutdown()
+    assert abandoned == ["alice 2", "alice 3"]
+
+
+def wait_until_failed(runner: JobRunner, user: str, job_id: str) -> None:
+    deadline = time.monotonic() + 30
+    while runner.status(user, job_id).status != "failed":
+        assert time.monotonic() < deadline, f"job {job_id} did not end"
+        time.sleep(0.01)

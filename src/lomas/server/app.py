@@ -60,7 +60,7 @@ def build_services(settings: Settings) -> Services:
         settings=settings,
         store=store,
         queries=QueryService(store, ledger, cache, settings.limits.max_dummy_rows),
-        jobs=JobRunner(sessions, settings.jobs.workers),
+        jobs=JobRunner(sessions, settings.jobs.workers, settings.jobs.max_per_user),
         engines={
             DPLibrary.SMARTNOISE_SQL: SmartnoiseSQLEngine(settings.limits.max_query_length),
             DPLibrary.OPENDP: OpenDPEngine(settings.opendp),

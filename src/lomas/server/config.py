@@ -211,6 +211,12 @@ class JobSettings(BaseModel):
     """Background jobs: queries a client asks to run asynchronously (`Prefer: respond-async`)."""
 
     workers: int = Field(default=2, gt=0, description="Jobs that run at the same time in one server process.")
+    max_per_user: int = Field(
+        default=2,
+        gt=0,
+        description="Long queries (jobs, DiffPrivLib and SmartNoise-Synth) one user may have queued or running "
+        "in one server process.",
+    )
 
 
 class Settings(BaseSettings):

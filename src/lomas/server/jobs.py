@@ -12,13 +12,14 @@ import logging
 import threading
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from lomas.core.errors import InternalServerError, LomasError, UnauthorizedAccessError
+from lomas.core.errors import InternalServerError, InvalidQueryError, LomasError, UnauthorizedAccessError
 from lomas.core.responses import JobResponse, JobStatus, QueryResponse
 from lomas.server.queries import PreparedQuery
 from lomas.server.store.models import Dataset, Job, User, utcnow
@@ -31,14 +32,17 @@ SERVER_STOPPED = "The server stopped before this job started; nothing was charge
 
 
 class JobRunner:
-    def __init__(self, sessions: sessionmaker[Session], workers: int) -> None:
+    def __init__(self, sessions: sessionmaker[Session], workers: int, max_per_user: int) -> None:
         self._sessions = sessions
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lomas-job")
         self._queued: dict[str, tuple[Future[Any], PreparedQuery, bool]] = {}  # key -> (future, query, is_job)
+        self._active: Counter[str] = Counter()  # queued or running, per user
+        self._max_per_user = max_per_user
         self._lock = threading.Lock()
 
     def submit(self, user_name: str, library: str, dummy: bool, query: PreparedQuery) -> JobResponse:
         """Record a pending job and hand it to a worker."""
+        self._admit(user_name, query)
         job_id = str(uuid.uuid4())
         with self._sessions.begin() as session:
             user_id = session.scalar(select(User.id).where(User.name == user_name))
@@ -54,20 +58,48 @@ class JobRunner:
             session.add(job)
             session.flush()
             response = _response(job)
-        self._enqueue(job_id, query, True, self._run, job_id, query)
+        self._enqueue(user_name, job_id, query, True, self._run, job_id, query)
         return response
 
-    def execute(self, query: PreparedQuery) -> Future[QueryResponse]:
+    def execute(self, user_name: str, query: PreparedQuery) -> Future[QueryResponse]:
         """Run a long query on the job workers for a caller that waits (the synchronous 0.4 endpoints),
         so that long trainings queue there instead of filling the request thread pool."""
+        self._admit(user_name, query)
         key = str(uuid.uuid4())
-        return self._enqueue(key, query, False, self._run_inline, key, query)
+        return self._enqueue(user_name, key, query, False, self._run_inline, key, query)
+
+    def _admit(self, user_name: str, query: PreparedQuery) -> None:
+        """Count the user's long queries; past the limit, give the reservation back and refuse, so that no
+        one user's trainings (even free dummy ones) hold every worker."""
+        with self._lock:
+            admitted = self._active[user_name] < self._max_per_user
+            if admitted:
+                self._active[user_name] += 1
+        if not admitted:
+            query.abandon()
+            raise InvalidQueryError(
+                f"{user_name} already has {self._max_per_user} long queries queued or running on this server "
+                "(jobs.max_per_user); wait for one to finish. Nothing was charged."
+            )
 
     def _enqueue(
-        self, key: str, query: PreparedQuery, is_job: bool, function: Callable[..., T], *args: Any
+        self,
+        user_name: str,
+        key: str,
+        query: PreparedQuery,
+        is_job: bool,
+        function: Callable[..., T],
+        *args: Any,
     ) -> Future[T]:
+        def counted() -> T:
+            try:
+                return function(*args)
+            finally:
+                with self._lock:
+                    self._active[user_name] -= 1
+
         with self._lock:
-            future = self._executor.submit(function, *args)
+            future = self._executor.submit(counted)
             self._queued[key] = (future, query, is_job)
         return future
 

@@ -150,7 +150,7 @@ def _library_routes(router: APIRouter, library: DPLibrary, requests: LibraryRequ
                 job = await run_in_threadpool(svc.jobs.submit, user, engine.library, dummy, prepared)
                 location = {"Location": f"/status/{job.job_id}"}
                 return JSONResponse(job.model_dump(mode="json"), status_code=202, headers=location)
-            return await asyncio.wrap_future(svc.jobs.execute(prepared))
+            return await asyncio.wrap_future(svc.jobs.execute(user, prepared))
 
         return handler
 
