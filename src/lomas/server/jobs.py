@@ -44,9 +44,20 @@ class JobRunner:
         """Record a pending job and hand it to a worker."""
         self._admit(user_name, query)
         job_id = str(uuid.uuid4())
+        try:
+            response = self._record(job_id, user_name, library, dummy, query.dataset_name)
+        except BaseException:  # never queued: its slot and its reservation go back
+            with self._lock:
+                self._active[user_name] -= 1
+            query.abandon()
+            raise
+        self._enqueue(user_name, job_id, query, True, self._run, job_id, query)
+        return response
+
+    def _record(self, job_id: str, user_name: str, library: str, dummy: bool, dataset_name: str) -> JobResponse:
         with self._sessions.begin() as session:
             user_id = session.scalar(select(User.id).where(User.name == user_name))
-            dataset_id = session.scalar(select(Dataset.id).where(Dataset.name == query.dataset_name))
+            dataset_id = session.scalar(select(Dataset.id).where(Dataset.name == dataset_name))
             job = Job(
                 id=job_id,
                 user_id=user_id,
@@ -57,9 +68,7 @@ class JobRunner:
             )
             session.add(job)
             session.flush()
-            response = _response(job)
-        self._enqueue(user_name, job_id, query, True, self._run, job_id, query)
-        return response
+            return _response(job)
 
     def execute(self, user_name: str, query: PreparedQuery) -> Future[QueryResponse]:
         """Run a long query on the job workers for a caller that waits (the synchronous 0.4 endpoints),
