@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-pytest_plugins = ["pg_fixture"]
+pytest_plugins = ["pg_fixture", "http_fixture", "s3_fixture"]
 
 
 def free_port() -> int:

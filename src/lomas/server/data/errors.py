@@ -1,0 +1,12 @@
+"""Why a dataset's data cannot be read. Messages name the dataset's location, never a secret or a value."""
+
+
+class DataUnavailableError(RuntimeError):
+    """The data cannot be read right now (moved, unreachable, unreadable, no matching metadata).
+
+    Raised before any private value reached a query, so the query is not charged.
+    """
+
+
+class MissingSecretError(DataUnavailableError):
+    """An access document names credentials that the server secrets do not define."""
