@@ -13,9 +13,9 @@ import httpx
 import pandas as pd
 import pytest
 import yaml
+from conftest import start_server, stop_server
 from typer.testing import CliRunner, Result
 
-from conftest import start_server, stop_server
 from lomas.admin.cli import app
 from lomas.server.config import CONFIG_FILE_ENV
 from lomas.server.demo.catalog import DATASETS_DIR
@@ -193,15 +193,26 @@ def test_datasets_add_stores_an_absolute_path_and_shows_it(
     shutil.copy(IRIS_CSV, tmp_path / "iris.csv")
     monkeypatch.chdir(tmp_path)
     output = admin("datasets", "add", "IRIS", "--metadata", IRIS_METADATA, "--path", "iris.csv").output
-    assert output.strip() == "Registered dataset 'IRIS' (version 1)."
+    assert output.strip() == (
+        f"Registered dataset 'IRIS' (version 1): data at {tmp_path / 'iris.csv'} "
+        "(checked: 150 rows match the metadata)."
+    )
     record = admin.store.dataset("IRIS")
-    assert record.access == {"kind": "local", "path": str(tmp_path / "iris.csv"), "format": "csv"}
+    assert record.access == {
+        "kind": "local",
+        "path": str(tmp_path / "iris.csv"),
+        "format": "csv",
+        "serve": "memory",
+    }
     assert record.metadata.rows == 150 and record.metadata.censor_dims is False
 
     listing = admin("datasets", "list").output
-    row(listing, "IRIS", "1", "150", "5", f"local: {tmp_path / 'iris.csv'}")
+    row(listing, "dataset", "version", "rows", "columns", "kind", "data")
+    row(listing, "IRIS", "1", "150", "5", "local", str(tmp_path / "iris.csv"))
     shown = admin("datasets", "show", "IRIS").output
+    row(shown, "data", str(tmp_path / "iris.csv"))
     row(shown, "access.path", str(tmp_path / "iris.csv"))
+    row(shown, "access.serve", "memory")
     row(shown, "censor_dims", "no")
     row(shown, "species", "string (categorical)", "categories=[setosa, versicolor, virginica]")
     row(shown, "sepal_length", "float", "lower=4.0 upper=8.0")
@@ -253,13 +264,14 @@ def test_bad_metadata_file_names_the_offending_fields(admin: Admin, tmp_path: Pa
 
 def test_data_not_matching_metadata_is_refused_unless_unchecked(admin: Admin, tmp_path: Path) -> None:
     message = admin.fails("datasets", "add", "PATIENTS", "--metadata", PATIENTS_METADATA, "--path", IRIS_CSV)
-    assert "Refusing to register 'PATIENTS'" in message
-    assert "columns expected but not found" in message and "--no-check" in message
+    assert f"Refusing to register 'PATIENTS': {IRIS_CSV} does not match its metadata" in message
+    assert "columns missing from the data: admission_date, age," in message and "--no-check" in message
     wrong_types = tmp_path / "iris_text.csv"
     pd.read_csv(IRIS_CSV).assign(sepal_length="long").to_csv(wrong_types, index=False)
     message = admin.fails("datasets", "add", "IRIS", "--metadata", IRIS_METADATA, "--path", wrong_types)
     assert f"Refusing to register 'IRIS': {wrong_types} does not match its metadata" in message
-    assert "sepal_length" in message and "long" not in message.replace("--no-check", "")
+    assert "columns that cannot be cast to their metadata type: sepal_length" in message
+    assert "long" not in message.replace("--no-check", "")
     message = admin.fails(
         "datasets", "add", "IRIS", "--metadata", IRIS_METADATA, "--path", tmp_path / "gone.csv"
     )
@@ -415,7 +427,8 @@ def test_import_datasets_and_users_then_again_changes_nothing(admin: Admin, tmp_
     users_file = user_collection(tmp_path / "collections" / "user_collection.yaml")
 
     output = admin("import", "datasets", datasets_file).output
-    assert "dataset 'IRIS': registered" in output and "2 change(s)" in output
+    assert f"dataset 'IRIS': registered ({tmp_path / 'collections' / 'iris.csv'})" in output
+    assert "2 change(s)" in output
     output = admin("import", "users", users_file).output
     assert "user 'Alice': created (may_query=True)" in output
     assert "grant 'Alice' on 'IRIS': created (epsilon=10.0, delta=0.005)" in output
@@ -427,7 +440,12 @@ def test_import_datasets_and_users_then_again_changes_nothing(admin: Admin, tmp_
         ("Alice", "PATIENTS", 1.0, 0.0001, 0.0, 0.0, False),
     ]
     access = state["datasets"]["IRIS"][0]
-    assert access == {"kind": "local", "path": str(tmp_path / "collections" / "iris.csv"), "format": "csv"}
+    assert access == {
+        "kind": "local",
+        "path": str(tmp_path / "collections" / "iris.csv"),
+        "format": "csv",
+        "serve": "memory",
+    }
     row(admin("grants", "list").output, "Alice", "PATIENTS", "1.0", "0.0001", "0.0", "0.0", "1.0", "0.0001")
 
     assert "Nothing to change" in admin("import", "datasets", datasets_file).output
@@ -595,9 +613,13 @@ def test_import_datasets_lists_every_problem_with_its_location(admin: Admin, tmp
         f"- datasets[0].metadata_access ({folder / 'bad_metadata.yaml'}) -> columns.petal_width.upper: "
         "Input should be a valid number" in message
     )
-    assert "- datasets[1].dataset_access.database_type: S3_DB is not supported yet" in message
     assert (
-        "- datasets[2].dataset_access: Cannot read" in message and "columns expected but not found" in message
+        "- datasets[1].dataset_access: No S3 credentials named 's3' in the server secrets: add s3.s3 "
+        "(access_key_id, secret_access_key) to the secrets file" in message
+    )
+    assert (
+        f"- datasets[2].dataset_access: {folder / 'iris.csv'} does not match its metadata: "
+        "columns missing from the data: admission_date" in message
     )
     assert f"- datasets[3].metadata_access ({folder / 'gone_metadata.yaml'}): cannot read it" in message
     assert admin.store.list_datasets() == []  # IRIS2 was fine, but nothing is written
@@ -622,16 +644,16 @@ def test_import_datasets_lists_every_problem_with_its_location(admin: Admin, tmp
     )
     message = admin.fails("import", "datasets", shape)
     assert (
-        "- datasets[0].dataset_access: Input tag 'MONGO_DB' found using 'database_type' does not match"
-        in message
+        "- datasets[0].dataset_access: Input should be a 0.4 access (database_type: PATH_DB or S3_DB) or a "
+        "Lomas access (kind: local, http, s3 or postgresql)" in message
     )
     assert (
         "- datasets[0].metadata_access: Unable to extract tag using discriminator 'database_type'" in message
     )
     assert "- datasets[1].dataset_access: Field required" in message
     assert "- datasets[1].metadata_access.path: Field required" in message
-    assert "- datasets[2].dataset_access.database_type: S3_DB is not supported yet" in message
-    assert "endpoint_url" not in message  # what an S3 access lacks is moot
+    assert "- datasets[2].dataset_access.endpoint_url: Field required" in message
+    assert "- datasets[2].dataset_access.key: Field required" in message
 
 
 def test_spent_budget_in_a_file_must_match_the_ledger(iris: Admin, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 from alembic.util import CommandError
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -28,7 +29,11 @@ from typer.core import TyperGroup
 
 from lomas.admin import collections
 from lomas.core.metadata import CATEGORICAL_COLUMNS, AnyColumn
-from lomas.server.config import load_settings
+from lomas.server.config import Settings, load_settings
+from lomas.server.data.access import access_document, parse_access, where
+from lomas.server.data.errors import DataUnavailableError
+from lomas.server.data.secrets import load_secrets
+from lomas.server.data.sources import DataContext
 from lomas.server.ledger import Budget, exact
 from lomas.server.store.db import make_engine, session_factory, upgrade
 from lomas.server.store.models import QueryStatus
@@ -80,22 +85,47 @@ for _sub_app, _name in (
 # -- the store ----------------------------------------------------------------------------------
 @dataclass
 class _StoreOptions:
-    """The global options; the store is opened (and migrated) on first use, so --help needs none."""
+    """The global options; the store is opened (and migrated) on first use, so --help needs none, and
+    the settings and secrets are read only by the commands that read data."""
 
     store_url: str | None
     config: Path | None
     data_dir: Path | None
+    secrets: Path | None = None
     store: AdminStore | None = field(default=None)
+    data_context: DataContext | None = field(default=None)
+
+
+def _settings(options: _StoreOptions) -> Settings:
+    """The server's settings: the same config file, data dir and LOMAS_* variables as the server."""
+    try:
+        return load_settings(options.config, data_dir=options.data_dir)
+    except (FileNotFoundError, ValueError, yaml.YAMLError) as error:
+        raise StoreError(f"Cannot read the settings: {error}") from error
 
 
 def _store_url(options: _StoreOptions) -> str:
-    """--store-url, or the URL the server would use (same config file, data dir and LOMAS_* variables)."""
-    if options.store_url:
-        return options.store_url
-    try:
-        return load_settings(options.config, data_dir=options.data_dir).store_url
-    except (FileNotFoundError, ValueError, yaml.YAMLError) as error:
-        raise StoreError(f"Cannot read the settings: {error}") from error
+    """--store-url, or the URL the server would use."""
+    return options.store_url or _settings(options).store_url
+
+
+def _data_context(ctx: typer.Context) -> collections.ContextFactory:
+    """What reading data needs (the server's secrets and data settings), read on first use."""
+    options = ctx.find_object(_StoreOptions)
+    assert options is not None, "the root callback sets the options"
+
+    def context() -> DataContext:
+        if options.data_context is None:
+            settings = _settings(options)
+            secrets_file = options.secrets or settings.secrets_file
+            try:
+                secrets = load_secrets(secrets_file)
+            except ValueError as error:  # its messages name files and fields, never a value
+                raise StoreError(f"Cannot read the server secrets: {error}") from None
+            options.data_context = DataContext.from_settings(settings, secrets)
+        return options.data_context
+
+    return context
 
 
 def _open_store(url: str) -> tuple[Engine, AdminStore]:
@@ -136,10 +166,25 @@ def _root(
             "--data-dir and LOMAS_* variables)."
         ),
     ] = None,
-    config: Annotated[Path | None, typer.Option(help="The server's YAML settings file.")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="The server's YAML settings file (default: $LOMAS_CONFIG_FILE): its store, secrets_file "
+            "and data limits."
+        ),
+    ] = None,
     data_dir: Annotated[Path | None, typer.Option(help="The server's data dir (its embedded store).")] = None,
+    secrets: Annotated[
+        Path | None,
+        typer.Option(
+            help="The server's secrets YAML file (S3 keys, PostgreSQL URLs, HTTP headers that data "
+            "locations name), read to check data; LOMAS_SECRETS__* variables add to it. Default: the "
+            "settings' secrets_file.",
+            dir_okay=False,
+        ),
+    ] = None,
 ) -> None:
-    ctx.obj = _StoreOptions(store_url, config, data_dir)
+    ctx.obj = _StoreOptions(store_url, config, data_dir, secrets)
 
 
 # -- output -------------------------------------------------------------------------------------
@@ -166,6 +211,11 @@ def _print_table(title: str, headers: list[str], rows: list[list[Any]], empty: s
     for row in rows:
         table.add_row(*(Text(_cell(value)) for value in row))
     console.print(table)
+
+
+def _paragraphs(*paragraphs: str) -> str:
+    """Help text: rich keeps line breaks, so each paragraph is one line and wrapped on display."""
+    return "\n\n".join(paragraphs)
 
 
 def _cell(value: Any) -> str:
@@ -201,7 +251,10 @@ def _grant_rows(grants: list[GrantRecord], with_user: bool = True) -> tuple[list
     rows: list[list[Any]] = []
     for grant in grants:
         budget = Budget(
-            exact(grant.initial_epsilon), exact(grant.initial_delta), exact(grant.spent_epsilon), exact(grant.spent_delta)
+            exact(grant.initial_epsilon),
+            exact(grant.initial_delta),
+            exact(grant.spent_epsilon),
+            exact(grant.spent_delta),
         )
         rows.append(
             [grant.user_name] * with_user
@@ -287,16 +340,192 @@ class DataFormat(StrEnum):
     PARQUET = "parquet"
 
 
-@datasets_app.command("add")
+class Serve(StrEnum):
+    MEMORY = "memory"
+    SCAN = "scan"
+
+
+# The command-line option of each field of an access document, for messages.
+_ACCESS_OPTIONS = {
+    "path": "--path",
+    "url": "--url",
+    "bucket": "--s3",
+    "key": "--s3",
+    "endpoint_url": "--endpoint-url",
+    "region": "--region",
+    "credentials": "--credentials",
+    "table": "--postgresql",
+    "connection": "--connection",
+    "format": "--format",
+    "serve": "--serve",
+}
+
+
+@dataclass(frozen=True)
+class _Location:
+    """The location options of `datasets add`, as typed."""
+
+    path: Path | None
+    url: str | None
+    s3: str | None
+    postgresql: str | None
+    endpoint_url: str | None
+    region: str | None
+    credentials: str | None
+    connection: str | None
+    file_format: DataFormat | None
+    serve: Serve | None
+
+    def document(self) -> dict[str, Any]:
+        """The access document the options describe (StoreError for options that do not go together)."""
+        given = {
+            option: value
+            for option, value in (
+                ("--path", self.path),
+                ("--url", self.url),
+                ("--s3", self.s3),
+                ("--postgresql", self.postgresql),
+            )
+            if value is not None
+        }
+        if len(given) != 1:
+            raise StoreError(
+                "Give where the data is with exactly one of --path FILE, --url URL, --s3 s3://BUCKET/KEY or "
+                f"--postgresql TABLE{' (not ' + ' and '.join(given) + ')' if given else ''}."
+            )
+        kind = next(iter(given))
+        allowed = {
+            "--path": {"--format", "--serve"},
+            "--url": {"--format", "--serve", "--credentials"},
+            "--s3": {"--format", "--serve", "--credentials", "--endpoint-url", "--region"},
+            "--postgresql": {"--connection"},
+        }[kind]
+        extra = [
+            option
+            for option, value in (
+                ("--format", self.file_format),
+                ("--serve", self.serve),
+                ("--credentials", self.credentials),
+                ("--endpoint-url", self.endpoint_url),
+                ("--region", self.region),
+                ("--connection", self.connection),
+            )
+            if value is not None and option not in allowed
+        ]
+        if extra:
+            raise StoreError(f"{', '.join(extra)} cannot be used with {kind}.")
+        file_options = {
+            "format": self.file_format.value if self.file_format else None,
+            "serve": self.serve.value if self.serve else None,
+        }
+        document: dict[str, Any]
+        if self.path is not None:
+            document = {"kind": "local", "path": collections.local_path(self.path), **file_options}
+        elif self.url is not None:
+            document = {"kind": "http", "url": self.url, "credentials": self.credentials, **file_options}
+        elif self.s3 is not None:
+            bucket, _, key = self.s3.removeprefix("s3://").partition("/")
+            if not self.s3.startswith("s3://") or not bucket or not key:
+                raise StoreError(f"--s3 must be s3://BUCKET/KEY, not {self.s3!r}.")
+            document = {
+                "kind": "s3",
+                "bucket": bucket,
+                "key": key,
+                "endpoint_url": self.endpoint_url,
+                "region": self.region,
+                "credentials": self.credentials,
+                **file_options,
+            }
+        else:
+            document = {"kind": "postgresql", "table": self.postgresql, "connection": self.connection}
+        return {field: value for field, value in document.items() if value is not None}
+
+    def access(self) -> collections.AnyAccess:
+        document = self.document()
+        try:
+            return parse_access(document)
+        except ValidationError as error:
+            problems = [
+                f"{_ACCESS_OPTIONS.get(problem.location, problem.location)}: {problem.message}"
+                if problem.location
+                else problem.message
+                for problem in collections.validation_problems(error, document)
+            ]
+            raise StoreError(f"Invalid data location: {'; '.join(problems)}") from None
+
+
+def _warn(warnings: list[str]) -> None:
+    """What a data check noted without refusing (on stderr, so that scripts see it apart)."""
+    for warning in warnings:
+        _console(stderr=True).print(f"Warning: {warning}", markup=False, highlight=False)
+
+
+@datasets_app.command(
+    "add",
+    help=_paragraphs(
+        "Register a dataset: its public metadata, and where its data is (exactly one of --path, --url, --s3 "
+        "or --postgresql).",
+        "Before anything is written, the data is read as the server will read it, with the server's "
+        "secrets and data settings (lomas-admin --config FILE --secrets FILE datasets add ...), and checked "
+        "against the metadata: columns and types, bounds, categories, nulls and the row count. Every problem "
+        "is listed and nothing is "
+        "written. Skip the check with --no-check when the data is only reachable from the server.",
+        "Examples: --path /data/sales.parquet; --url https://example.org/sales.csv --credentials portal; "
+        "--s3 s3://bucket/sales.parquet --endpoint-url https://s3.example.org --credentials minio "
+        "--serve scan; --postgresql public.sales --connection warehouse.",
+        "Credentials are named, never given: S3 keys, HTTP headers and PostgreSQL URLs are defined under "
+        "s3.<name>, http.<name> and postgresql.<name> in the server secrets.",
+    ),
+)
 def datasets_add(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Dataset name researchers use.")],
     metadata: Annotated[Path, typer.Option("--metadata", help="Lomas metadata YAML file.", dir_okay=False)],
     path: Annotated[
-        Path, typer.Option("--path", help="Data file (stored as an absolute path).", dir_okay=False)
-    ],
+        Path | None,
+        typer.Option(
+            "--path", help="A CSV or Parquet file on the server (stored as an absolute path).", dir_okay=False
+        ),
+    ] = None,
+    url: Annotated[
+        str | None, typer.Option("--url", help="An http:// or https:// URL of a CSV or Parquet file.")
+    ] = None,
+    s3: Annotated[
+        str | None, typer.Option("--s3", help="An S3 object, s3://BUCKET/KEY, of a CSV or Parquet file.")
+    ] = None,
+    postgresql: Annotated[
+        str | None, typer.Option("--postgresql", help="A PostgreSQL table or view, TABLE or SCHEMA.TABLE.")
+    ] = None,
+    endpoint_url: Annotated[
+        str | None, typer.Option("--endpoint-url", help="With --s3: the S3 endpoint (default: AWS).")
+    ] = None,
+    region: Annotated[str | None, typer.Option("--region", help="With --s3: the bucket's region.")] = None,
+    credentials: Annotated[
+        str | None,
+        typer.Option(
+            "--credentials",
+            help="With --s3 or --url: the name of the keys (s3.<name>) or headers (http.<name>) in the server "
+            "secrets. Default: none (anonymous).",
+        ),
+    ] = None,
+    connection: Annotated[
+        str | None,
+        typer.Option(
+            "--connection",
+            help="With --postgresql: the name of its URL (postgresql.<name>) in the server secrets.",
+        ),
+    ] = None,
     file_format: Annotated[
-        DataFormat | None, typer.Option("--format", help="Data file format (default: from the file name).")
+        DataFormat | None, typer.Option("--format", help="File format (default: from the file name).")
+    ] = None,
+    serve: Annotated[
+        Serve | None,
+        typer.Option(
+            "--serve",
+            help="memory (default): load the file in memory; scan (Parquet only): query it where it lies, "
+            "for data larger than memory (OpenDP 0.4 pipelines, DiffPrivLib and SmartNoise-Synth are then "
+            "refused).",
+        ),
     ] = None,
     replace: Annotated[
         bool, typer.Option("--replace", help="Re-register an existing dataset (a new version).")
@@ -310,31 +539,96 @@ def datasets_add(
         ),
     ] = True,
 ) -> None:
-    """Register a dataset stored in a local CSV or Parquet file."""
-    fmt = file_format.value if file_format else None
-    version = collections.add_dataset(_store(ctx), name, metadata, path, fmt, replace=replace, check=check)
-    _say(f"Registered dataset {name!r} (version {version}).")
+    location = _Location(
+        path, url, s3, postgresql, endpoint_url, region, credentials, connection, file_format, serve
+    )
+    access = location.access()
+    context = _data_context(ctx) if check else None
+    version, report = collections.add_dataset(_store(ctx), name, metadata, access, context, replace=replace)
+    checked = f"checked: {report.rows} rows match the metadata" if report else "not checked"
+    _say(f"Registered dataset {name!r} (version {version}): data at {where(access)} ({checked}).")
+    _warn(report.warnings if report else [])
+
+
+@datasets_app.command(
+    "check",
+    help=_paragraphs(
+        "Check that registered datasets can still be read and still match their metadata (default: every "
+        "dataset): columns and types, bounds, categories, nulls and the row count.",
+        "The data is read as the server reads it, with the server's secrets and data settings (lomas-admin "
+        "--config FILE --secrets FILE datasets check ...). Exit code 2 if any dataset fails.",
+    ),
+)
+def datasets_check(
+    ctx: typer.Context,
+    names: Annotated[list[str] | None, typer.Argument(help="Dataset names (default: all).")] = None,
+) -> None:
+    store = _store(ctx)
+    names = names or store.list_datasets()
+    records = [store.dataset(name) for name in names]  # an unknown name fails before any data is read
+    if not records:
+        _say("No datasets.")
+        return
+    context = _data_context(ctx)()  # unreadable settings or secrets fail once, not once per dataset
+    failed: list[str] = []
+    for record in records:
+        try:
+            access = collections.stored_access(record.access)
+            report = collections.check_dataset(access, record.metadata, context)
+        except (StoreError, DataUnavailableError) as error:
+            failed.append(record.name)
+            _say(f"{record.name}: cannot be read: {error}")
+            continue
+        if report.problems:
+            failed.append(record.name)
+            _say(f"{record.name}: the data at {where(access)} does not match its metadata:")
+            for problem in report.problems:
+                _say(f"  - {problem}")
+        else:
+            _say(f"{record.name}: OK, the data at {where(access)} matches its metadata ({report.rows} rows).")
+        for warning in report.warnings:
+            _say(f"  warning: {warning}")
+    if failed:
+        raise StoreError(f"{len(failed)} of {len(records)} dataset(s) failed the check: {', '.join(failed)}.")
 
 
 @datasets_app.command("list")
 def datasets_list(ctx: typer.Context) -> None:
-    """List the datasets with their version, rows, columns and data location."""
+    """List the datasets with their version, rows, columns and where their data is."""
     store = _store(ctx)
     rows = []
     for name in store.list_datasets():
         record = store.dataset(name)
         rows.append(
-            [name, record.version, record.metadata.rows, len(record.metadata.columns), _where(record.access)]
+            [
+                name,
+                record.version,
+                record.metadata.rows,
+                len(record.metadata.columns),
+                *_kind_and_location(record.access),
+            ]
         )
-    _print_table("Datasets", ["dataset", "version", "rows", "columns", "data"], rows, "No datasets.")
+    _print_table("Datasets", ["dataset", "version", "rows", "columns", "kind", "data"], rows, "No datasets.")
 
 
-_SECRET_KEY = re.compile("secret|password|token", re.IGNORECASE)
+# Lomas access documents hold no secret; these guard documents written by other tools (or 0.4) that may.
+_SECRET_KEY = re.compile("secret|password|token|access_key", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"(//[^/@:\s]*):[^/@\s]*@")
 
 
-def _where(access: dict[str, Any]) -> str:
-    kind = access.get("kind") or access.get("database_type", "?")
-    return f"{kind}: {access['path']}" if "path" in access else str(kind)
+def _shown_access_value(key: str, value: Any) -> Any:
+    if _SECRET_KEY.search(key):
+        return "***"
+    return _URL_PASSWORD.sub(r"\1:***@", value) if isinstance(value, str) else value
+
+
+def _kind_and_location(document: dict[str, Any]) -> tuple[str, str]:
+    """A stored access's kind and `where()`, or why Lomas cannot read it (never a secret)."""
+    try:
+        access = collections.stored_access(document)
+    except StoreError as error:
+        return "?", str(error)
+    return access.kind, where(access)
 
 
 @datasets_app.command("show")
@@ -342,9 +636,12 @@ def datasets_show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="
     """Show where a dataset's data is, and a summary of its metadata."""
     record = _store(ctx).dataset(name)
     meta = record.metadata
-    summary = [["version", record.version]] + [
-        [f"access.{key}", "***" if _SECRET_KEY.search(key) else value] for key, value in record.access.items()
-    ]
+    try:
+        document = access_document(collections.stored_access(record.access))
+    except StoreError:
+        document = record.access
+    summary: list[list[Any]] = [["version", record.version], ["data", _kind_and_location(record.access)[1]]]
+    summary += [[f"access.{key}", _shown_access_value(key, value)] for key, value in document.items()]
     summary += [
         ["max_ids", meta.max_ids],
         ["rows", meta.rows],
@@ -508,11 +805,6 @@ def _report_changes(changes: list[str], source: Path) -> None:
     )
 
 
-def _paragraphs(*paragraphs: str) -> str:
-    """Help text: rich keeps line breaks, so each paragraph is one line and wrapped on display."""
-    return "\n\n".join(paragraphs)
-
-
 @import_app.command(
     "users",
     help=_paragraphs(
@@ -535,8 +827,12 @@ def import_users(ctx: typer.Context, file: ExistingFile) -> None:
         "file is checked first (metadata files, and the data unless --no-check); if anything is wrong, "
         "every problem is listed with its location and nothing is written.",
         "A dataset whose data location or metadata changed is re-registered (a new version); importing the "
-        "same file again changes nothing. Datasets not in the file are left as they are. S3_DB datasets "
-        "are not supported yet.",
+        "same file again changes nothing. Datasets not in the file are left as they are.",
+        "S3_DB accesses (data or metadata) name their keys with credentials_name, looked up in the server "
+        "secrets (lomas-admin --config FILE --secrets FILE import datasets ...); inline "
+        "access_key_id/secret_access_key are refused. A "
+        "dataset_access may also be a Lomas access document (kind: local, http, s3 or postgresql), as "
+        "`export datasets` writes for data the 0.4 forms cannot describe.",
     ),
 )
 def import_datasets(
@@ -547,7 +843,9 @@ def import_datasets(
         typer.Option("--check/--no-check", help="Read each dataset's data to check it matches its metadata."),
     ] = True,
 ) -> None:
-    _report_changes(collections.import_datasets(_store(ctx), file, check=check), file)
+    result = collections.import_datasets(_store(ctx), file, _data_context(ctx), check=check)
+    _report_changes(result.changes, file)
+    _warn(result.warnings)
 
 
 @export_app.command("users")
@@ -557,9 +855,17 @@ def export_users(ctx: typer.Context, file: OutputFile) -> None:
     _say(f"Wrote {count} user(s) to {file}.")
 
 
-@export_app.command("datasets")
+@export_app.command(
+    "datasets",
+    help=_paragraphs(
+        "Write datasets as a 0.4 dataset_collection.yaml, each metadata in <dataset>_metadata.yaml beside it.",
+        "Local files are written as PATH_DB and S3 objects as S3_DB (with credentials_name; keys stay in "
+        "the server secrets). Data that the 0.4 forms cannot describe (HTTP files, PostgreSQL tables, S3 "
+        "objects without an endpoint URL or with a region, files served by scan) is written as a Lomas "
+        "access document (kind: ...): `import datasets` reads it back, a 0.4 server cannot.",
+    ),
+)
 def export_datasets(ctx: typer.Context, file: OutputFile) -> None:
-    """Write datasets as a 0.4 dataset_collection.yaml, each metadata in <dataset>_metadata.yaml beside it."""
     count = collections.export_datasets(_store(ctx), file)
     _say(f"Wrote {count} dataset(s) to {file}.")
 

@@ -1,21 +1,29 @@
-"""What `lomas-admin` does with files: dataset registration from a metadata YAML and a data file, and
-bulk import and export of the Lomas 0.4 collection files.
+"""What `lomas-admin` does with data and files: dataset registration from a metadata YAML and a data
+location (local file, HTTP(S) URL, S3 object, PostgreSQL table), data checks, and bulk import and export
+of the Lomas 0.4 collection files.
 
 Every file is checked completely before anything is written: the caller gets every problem with its
 location (`users[1].datasets_list[0].initial_delta: ...`) or a store that changed as the file says.
 Imports are idempotent: a file that is already reflected in the store changes nothing.
+
+Reading data needs the server's secrets and data settings (a `DataContext`); callers pass a factory,
+so that commands and files that never read data do not need them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
+import tempfile
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import duckdb
+import psycopg
 import yaml
 from pydantic import BaseModel, ValidationError
 
@@ -25,13 +33,33 @@ from lomas.core.collections import (
     DatasetInfo,
     DatasetOfUser,
     DatasetsCollection,
+    LomasAccess,
     PathAccess,
     UserCollection,
     check_name,
 )
+from lomas.core.collections import (
+    S3Access as CollectionS3Access,
+)
 from lomas.core.metadata import Metadata
-from lomas.server.data.connectors import DataUnavailableError, LocalFileAccess, parse_access, read_frame
+from lomas.server.data.access import (
+    INLINE_S3_KEYS,
+    HttpAccess,
+    LocalAccess,
+    PostgresAccess,
+    S3Access,
+    access_document,
+    parse_access,
+    where,
+)
+from lomas.server.data.checks import DataReport, check_data
+from lomas.server.data.errors import DataUnavailableError
+from lomas.server.data.remote import local_copy
+from lomas.server.data.sources import DataContext, open_source
 from lomas.server.store.service import AdminStore, GrantRecord, StoreError
+
+AnyAccess = LocalAccess | HttpAccess | S3Access | PostgresAccess
+ContextFactory = Callable[[], DataContext]
 
 _Model = TypeVar("_Model", bound=BaseModel)
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -90,7 +118,7 @@ def _location(loc: tuple[str | int, ...], document: Any, error_type: str) -> str
     parts: list[str | int] = []
     node = document
     for index, part in enumerate(loc):
-        if isinstance(node, dict) and part in node:
+        if isinstance(node, dict) and part in node:  # noqa: SIM114 - mypy narrows each branch on its own
             node = node[part]
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             node = node[part]
@@ -109,19 +137,21 @@ def validation_problems(error: ValidationError, document: Any) -> list[Problem]:
     ]
 
 
-def read_yaml(path: Path) -> Any:
-    """The document in a YAML file (InvalidFileError when it cannot be read or parsed)."""
+def read_yaml(path: Path, source: str | None = None) -> Any:
+    """The document in a YAML file (InvalidFileError, named `source` or the path, when it cannot be read
+    or parsed)."""
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise InvalidFileError(
-            str(path), [Problem("", f"cannot read it: {error.strerror or error}")]
-        ) from error
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise InvalidFileError(source or str(path), [Problem("", f"cannot read it: {reason}")]) from error
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        at = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         reason = getattr(error, "problem", None) or str(error)
-        raise InvalidFileError(str(path), [Problem(where, f"not valid YAML: {reason}")]) from error
+        raise InvalidFileError(source or str(path), [Problem(at, f"not valid YAML: {reason}")]) from error
 
 
 def validated(model: type[_Model], document: Any, source: str) -> _Model:
@@ -142,51 +172,100 @@ def check_user_name(name: str) -> str:
     return _checked_name(name, "user name")
 
 
-# -- datasets from files ------------------------------------------------------------------------
-def load_metadata(path: Path) -> Metadata:
+# -- datasets: metadata, data locations and checks ----------------------------------------------
+def load_metadata(path: Path, source: str | None = None) -> Metadata:
     """A metadata YAML file, validated (InvalidFileError names every offending field)."""
-    return validated(Metadata, read_yaml(path), f"Metadata file {path}")
+    return validated(Metadata, read_yaml(path, source), f"Metadata file {source or path}")
 
 
-def local_access(data_path: Path, file_format: str | None = None) -> dict[str, Any]:
-    """The access document of a local data file: absolute path, format explicit (inferred from the
-    file name when not given), so that the stored dataset does not depend on the admin's folder."""
-    path = os.path.abspath(os.path.expanduser(data_path))
-    access = LocalFileAccess(path=path, format=file_format)  # type: ignore[arg-type]
-    return {"kind": "local", "path": path, "format": access.file_format}
+def local_path(path: str | Path, base: Path | None = None) -> str:
+    """An absolute path (relative ones against `base`, default the working folder), so that the stored
+    dataset does not depend on the folder the administrator ran the command in."""
+    candidate = Path(path).expanduser()
+    if base is not None and not candidate.is_absolute():
+        candidate = base / candidate
+    return os.path.abspath(candidate)
 
 
-def data_problem(access: dict[str, Any], metadata: Metadata) -> str | None:
-    """Why the data cannot serve this metadata (unreadable, columns missing, wrong types), if it cannot."""
-    try:
-        read_frame(parse_access(access), metadata)
-    except DataUnavailableError as error:
-        return str(error)
-    return None
+def check_dataset(access: AnyAccess, metadata: Metadata, context: DataContext) -> DataReport:
+    """Open the data as the server would and run the checks of `lomas.server.data.checks` on it.
+
+    HTTP and S3 files are downloaded to a temporary folder, deleted afterwards: a check neither fills
+    nor reads the server's download folder. Raises DataUnavailableError when the data cannot be read,
+    lacks a metadata column or has a column that cannot be cast to its metadata type.
+    """
+    with tempfile.TemporaryDirectory(prefix="lomas-admin-check-") as folder:
+        context = dataclasses.replace(context, download_dir=Path(folder))
+        try:
+            source = open_source("check", access, metadata, context)  # not the name: it may hold "../"
+        except DataUnavailableError as error:
+            # A downloaded file is named by its temporary copy; the administrator knows it by its URL.
+            message = re.sub(re.escape(folder) + r"\S*?(?=:|\s|$)", where(access), str(error))
+            raise type(error)(message) from None
+        try:
+            return check_data(source, metadata)
+        except (duckdb.Error, psycopg.Error) as error:  # the data vanished or the database failed meanwhile
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise DataUnavailableError(f"Cannot check {where(access)}: {first_line}") from None
+
+
+class DataMismatchError(StoreError):
+    """The data contradicts its metadata; `problems` says how (each one is a fix to make)."""
+
+    def __init__(self, message: str, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        listing = "\n".join(f"  - {problem}" for problem in self.problems)
+        super().__init__(f"{message}\n{listing}")
+
+
+NO_CHECK_HINT = "skip this check with --no-check if the data is only readable where the server runs"
 
 
 def add_dataset(
     store: AdminStore,
     name: str,
     metadata_path: Path,
-    data_path: Path,
-    file_format: str | None = None,
+    access: AnyAccess,
+    context: ContextFactory | None,
     replace: bool = False,
-    check: bool = True,
-) -> int:
-    """Register (or with `replace` re-register) a local dataset; returns its version.
+) -> tuple[int, DataReport | None]:
+    """Register (or with `replace` re-register) a dataset; returns its version and the check's report.
 
-    With `check`, the data is read once with the metadata's types, and a mismatch is refused.
+    With a `context`, the data is opened with the metadata's types and checked first; data that cannot
+    be read or does not match is refused (nothing is written). Without one, nothing is read.
     """
     _checked_name(name, "dataset name")
     metadata = load_metadata(metadata_path)
-    access = local_access(data_path, file_format)
-    if check and (problem := data_problem(access, metadata)) is not None:
-        raise StoreError(
-            f"Refusing to register {name!r}: {problem} "
-            "(skip this check with --no-check if the data is only readable where the server runs)."
-        )
-    return store.register_dataset(name, access, _metadata_document(metadata), replace=replace)
+    if not replace and name in store.list_datasets():  # before a check that may download a large file
+        raise StoreError(f"Dataset {name!r} already exists (re-register it with --replace).")
+    report = None
+    if context is not None:
+        try:
+            report = check_dataset(access, metadata, context())
+        except DataUnavailableError as error:
+            reason = str(error) if str(error).endswith(".") else f"{error}."
+            raise StoreError(
+                f"Refusing to register {name!r}: {reason} Nothing was written ({NO_CHECK_HINT})."
+            ) from None
+        if report.problems:
+            raise DataMismatchError(
+                f"Refusing to register {name!r}: the data at {where(access)} does not match the metadata "
+                f"{metadata_path}; fix the data or the metadata (nothing was written):",
+                report.problems,
+            )
+    version = store.register_dataset(
+        name, access_document(access), _metadata_document(metadata), replace=replace
+    )
+    return version, report
+
+
+def stored_access(document: dict[str, Any]) -> AnyAccess:
+    """The access of a registered dataset (StoreError if the store holds a document Lomas cannot read)."""
+    try:
+        return parse_access(document)
+    except ValidationError as error:
+        problems = "; ".join(str(problem) for problem in validation_problems(error, document))
+        raise StoreError(f"Invalid data location in the store: {problems}") from None
 
 
 def _metadata_document(metadata: Metadata) -> dict[str, Any]:
@@ -280,98 +359,177 @@ def _apply_grant(
 @dataclass(frozen=True)
 class _PlannedDataset:
     name: str
-    access: dict[str, Any]
+    access: AnyAccess
     metadata: Metadata
 
 
-def import_datasets(store: AdminStore, path: Path, check: bool = True) -> list[str]:
-    """Register or update the datasets of a 0.4 `dataset_collection.yaml`; returns the changes.
+@dataclass(frozen=True)
+class ImportResult:
+    """What an import changed, and what the data checks noted without refusing (see `DataReport`)."""
 
-    Relative paths are resolved against the folder of `path`. A dataset whose access or metadata
-    changed is re-registered (a new version); one that did not is left alone. Datasets not in the
-    file are left as they are.
+    changes: list[str]
+    warnings: list[str]
+
+
+def import_datasets(
+    store: AdminStore, path: Path, context: ContextFactory, check: bool = True
+) -> ImportResult:
+    """Register or update the datasets of a 0.4 `dataset_collection.yaml`.
+
+    Relative local paths are resolved against the folder of `path`. S3_DB accesses name their keys
+    with `credentials_name` (inline keys are refused); an S3 metadata file is downloaded with them. A
+    dataset whose access or metadata changed is re-registered (a new version); one that did not is left
+    alone. Datasets not in the file are left as they are. `context` is called only if data or an S3
+    metadata file must be read.
     """
     document = read_yaml(path)
-    unsupported = _s3_accesses(document)
-    problems = [Problem(f"{where}.database_type", S3_NOT_SUPPORTED) for where in unsupported]
+    problems = _inline_key_problems(document)
     try:
         collection = DatasetsCollection.model_validate(document)
     except ValidationError as error:
-        # The fields an S3 access lacks or has wrong are moot: it cannot be imported anyway.
-        problems += [
-            problem
-            for problem in validation_problems(error, document)
-            if not any(_is_under(problem.location, where) for where in unsupported)
-        ]
-        raise InvalidFileError(str(path), problems) from error
+        raise InvalidFileError(str(path), problems + validation_problems(error, document)) from error
     planned: list[_PlannedDataset] = []
+    warnings: list[str] = []
     for index, entry in enumerate(collection.datasets):
-        dataset, entry_problems = _plan_dataset(entry, f"datasets[{index}]", path.parent, check)
+        dataset, entry_problems, entry_warnings = _plan_dataset(
+            entry, f"datasets[{index}]", path.parent, context, check
+        )
         problems.extend(entry_problems)
+        warnings.extend(entry_warnings)
         if dataset is not None:
             planned.append(dataset)
     if problems:
         raise InvalidFileError(str(path), problems)
-    return [change for dataset in planned if (change := _apply_dataset(store, dataset))]
+    return ImportResult(
+        [change for dataset in planned if (change := _apply_dataset(store, dataset))], warnings
+    )
 
 
-S3_NOT_SUPPORTED = "S3_DB is not supported yet: only PATH_DB (a file) can be imported"
+_INLINE_KEYS = ("access_key_id", "secret_access_key")
 
 
-def _is_under(location: str, prefix: str) -> bool:
-    return location == prefix or location.startswith(f"{prefix}.")
-
-
-def _s3_accesses(document: Any) -> list[str]:
-    """Locations of the S3 access documents in a raw dataset collection (before validation)."""
+def _inline_key_problems(document: Any) -> list[Problem]:
+    """Every 0.4 inline S3 key of a raw dataset collection, at its location (read before validation, so
+    they are reported even in a file with other mistakes)."""
     entries = document.get("datasets") if isinstance(document, dict) else None
     if not isinstance(entries, list):
         return []
     return [
-        f"datasets[{index}].{field}"
+        Problem(f"datasets[{index}].{field}.{key}", INLINE_S3_KEYS)
         for index, entry in enumerate(entries)
         if isinstance(entry, dict)
         for field in ("dataset_access", "metadata_access")
-        if isinstance(entry.get(field), dict) and entry[field].get("database_type") == DatabaseType.S3
+        if isinstance(entry.get(field), dict)
+        for key in _INLINE_KEYS
+        if entry[field].get(key)
     ]
 
 
+def _has_inline_keys(access: PathAccess | CollectionS3Access | LomasAccess) -> bool:
+    document = access.model_dump(exclude_none=True)  # with the extra fields of a Lomas access
+    return any(document.get(key) for key in _INLINE_KEYS)
+
+
 def _plan_dataset(
-    entry: DatasetInfo, where: str, base: Path, check: bool
-) -> tuple[_PlannedDataset | None, list[Problem]]:
-    """The dataset an entry describes, read and checked, or what is wrong with it.
+    entry: DatasetInfo, at: str, base: Path, context: ContextFactory, check: bool
+) -> tuple[_PlannedDataset | None, list[Problem], list[str]]:
+    """The dataset an entry describes, read and checked, or what is wrong with it (and the warnings)."""
+    access, problems = _collection_access(entry.dataset_access, f"{at}.dataset_access", base)
+    metadata, metadata_problems = _collection_metadata(
+        entry.metadata_access, f"{at}.metadata_access", base, context
+    )
+    problems += metadata_problems
+    if access is None or metadata is None or problems:
+        return None, problems, []
+    warnings: list[str] = []
+    if check:
+        try:
+            report = check_dataset(access, metadata, context())
+        except DataUnavailableError as error:
+            return None, [Problem(f"{at}.dataset_access", str(error))], []
+        if report.problems:
+            prefix = f"the data at {where(access)} does not match its metadata: "
+            return (
+                None,
+                [Problem(f"{at}.dataset_access", prefix + problem) for problem in report.problems],
+                [],
+            )
+        warnings = [f"dataset {entry.dataset_name!r}: {warning}" for warning in report.warnings]
+    return _PlannedDataset(entry.dataset_name, access, metadata), [], warnings
 
-    Entries with an S3 access were reported before (see `_s3_accesses`) and are skipped here.
+
+def _collection_access(
+    access: PathAccess | CollectionS3Access | LomasAccess, location: str, base: Path
+) -> tuple[AnyAccess | None, list[Problem]]:
+    """A collection entry's access as a Lomas access; local paths made absolute against `base`.
+
+    An access with inline S3 keys was reported by `_inline_key_problems` and is not read further.
     """
-    if not isinstance(entry.dataset_access, PathAccess) or not isinstance(entry.metadata_access, PathAccess):
+    if _has_inline_keys(access):
         return None, []
-    metadata_path = _resolve(entry.metadata_access.path, base)
+    document = access.model_dump(mode="json", exclude_none=True)
     try:
-        metadata = load_metadata(metadata_path)
+        parsed = parse_access(document)
+    except ValidationError as error:
+        return None, [_nested(location, problem) for problem in validation_problems(error, document)]
+    if isinstance(parsed, LocalAccess):
+        parsed = parsed.model_copy(update={"path": local_path(parsed.path, base)})
+    return parsed, []
+
+
+def _collection_metadata(
+    access: PathAccess | CollectionS3Access, location: str, base: Path, context: ContextFactory
+) -> tuple[Metadata | None, list[Problem]]:
+    """The metadata file of an entry: a local file, or an S3 object downloaded with its named keys."""
+    if isinstance(access, PathAccess):
+        metadata_path = Path(local_path(access.path, base))
+        try:
+            return load_metadata(metadata_path), []
+        except InvalidFileError as error:
+            return None, [problem.within(f"{location} ({metadata_path})") for problem in error.problems]
+    s3, problems = _collection_access(access, location, base)
+    if not isinstance(s3, S3Access):
+        return None, problems
+    try:
+        return _s3_metadata(s3, context()), []
+    except DataUnavailableError as error:
+        return None, [Problem(location, str(error))]
     except InvalidFileError as error:
-        return None, [
-            problem.within(f"{where}.metadata_access ({metadata_path})") for problem in error.problems
-        ]
-    access = local_access(_resolve(entry.dataset_access.path, base), entry.dataset_access.format)
-    if check and (problem := data_problem(access, metadata)) is not None:
-        return None, [Problem(f"{where}.dataset_access", problem)]
-    return _PlannedDataset(entry.dataset_name, access, metadata), []
+        return None, [problem.within(f"{location} ({where(s3)})") for problem in error.problems]
 
 
-def _resolve(path: str, base: Path) -> Path:
-    candidate = Path(path).expanduser()
-    return candidate if candidate.is_absolute() else base / candidate
+def _s3_metadata(access: S3Access, context: DataContext) -> Metadata:
+    """Download a metadata YAML from S3 into a temporary folder (through the server's own downloader,
+    with its size and time limits) and validate it."""
+    with tempfile.TemporaryDirectory(prefix="lomas-admin-metadata-") as folder:
+        path = local_copy(
+            access,
+            context.secrets,
+            Path(folder),
+            max_bytes=context.max_download_bytes,
+            timeout_s=context.download_timeout_s,
+        )
+        return validated(Metadata, read_yaml(path, where(access)), where(access))
+
+
+def _nested(prefix: str, problem: Problem) -> Problem:
+    """A problem of a sub-document, located from the whole file."""
+    if not problem.location:
+        return Problem(prefix, problem.message)
+    separator = "" if problem.location.startswith("[") else "."
+    return Problem(f"{prefix}{separator}{problem.location}", problem.message)
 
 
 def _apply_dataset(store: AdminStore, dataset: _PlannedDataset) -> str | None:
+    document = access_document(dataset.access)
     if dataset.name not in store.list_datasets():
-        store.register_dataset(dataset.name, dataset.access, _metadata_document(dataset.metadata))
-        return f"dataset {dataset.name!r}: registered"
+        store.register_dataset(dataset.name, document, _metadata_document(dataset.metadata))
+        return f"dataset {dataset.name!r}: registered ({where(dataset.access)})"
     current = store.dataset(dataset.name)
     changed = [
         what
         for what, differs in (
-            ("access", _comparable_access(current.access) != _comparable_access(dataset.access)),
+            ("access", _comparable_access(current.access) != document),
             ("metadata", current.metadata != dataset.metadata),
         )
         if differs
@@ -379,7 +537,7 @@ def _apply_dataset(store: AdminStore, dataset: _PlannedDataset) -> str | None:
     if not changed:
         return None
     version = store.register_dataset(
-        dataset.name, dataset.access, _metadata_document(dataset.metadata), replace=True
+        dataset.name, document, _metadata_document(dataset.metadata), replace=True
     )
     return f"dataset {dataset.name!r}: {' and '.join(changed)} changed, now version {version}"
 
@@ -387,10 +545,9 @@ def _apply_dataset(store: AdminStore, dataset: _PlannedDataset) -> str | None:
 def _comparable_access(access: dict[str, Any]) -> Any:
     """Access documents compared by meaning (a 0.4-form or format-less document equals its full form)."""
     try:
-        parsed = parse_access(access)
+        return access_document(parse_access(access))
     except ValidationError:
         return access
-    return (parsed.kind, parsed.path, parsed.file_format)
 
 
 # -- export -------------------------------------------------------------------------------------
@@ -426,17 +583,24 @@ def export_datasets(store: AdminStore, path: Path) -> int:
     Each metadata goes to `<dataset>_metadata.yaml` beside `path`, referenced relatively, so the
     folder can be moved as a whole. Metadata is written in full (defaults explicit), so that a reader
     with other defaults (0.4 does not censor GROUP BY keys by default) understands it the same way.
+    Accesses are written in their 0.4 form (PATH_DB, S3_DB with credentials_name) when it says
+    everything, else in the Lomas form (see `lomas.core.collections`), so importing the file gives
+    the same store back.
     """
     entries: list[DatasetInfo] = []
     taken = {path.name}
     for name in store.list_datasets():
         record = store.dataset(name)
+        try:
+            access = stored_access(record.access)
+        except StoreError as error:
+            raise StoreError(f"Cannot export dataset {name!r}: {error}") from None
         metadata_file = path.parent / _free_file_name(name, taken)
         _write_yaml(metadata_file, record.metadata.model_dump(mode="json", exclude_none=True))
         entries.append(
             DatasetInfo(
                 dataset_name=name,
-                dataset_access=_path_access(name, record.access),
+                dataset_access=export_access(access),
                 metadata_access=PathAccess(database_type=DatabaseType.PATH, path=metadata_file.name),
             )
         )
@@ -444,17 +608,31 @@ def export_datasets(store: AdminStore, path: Path) -> int:
     return len(entries)
 
 
-def _path_access(name: str, access: dict[str, Any]) -> PathAccess:
-    try:
-        local = parse_access(access)
-    except ValidationError as error:
-        raise StoreError(
-            f"Dataset {name!r} is not a local file ({access.get('kind', access.get('database_type'))}); "
-            "the 0.4 collection format can only describe local files."
-        ) from error
-    inferred = LocalFileAccess(path=local.path).file_format
-    explicit = local.file_format if local.file_format != inferred else None
-    return PathAccess(database_type=DatabaseType.PATH, path=local.path, format=explicit)  # type: ignore[arg-type]
+def export_access(access: AnyAccess) -> PathAccess | CollectionS3Access | LomasAccess:
+    """The 0.4 form of an access if it reads back as the same access, else its Lomas form."""
+    full = access_document(access)
+    candidate: PathAccess | CollectionS3Access | None = None
+    if isinstance(access, LocalAccess):
+        inferred = LocalAccess(path=access.path).file_format
+        candidate = PathAccess(
+            database_type=DatabaseType.PATH,
+            path=access.path,
+            format=access.file_format if access.file_format != inferred else None,
+        )
+    elif isinstance(access, S3Access) and access.endpoint_url is not None:
+        candidate = CollectionS3Access(
+            database_type=DatabaseType.S3,
+            endpoint_url=access.endpoint_url,
+            bucket=access.bucket,
+            key=access.key,
+            credentials_name=access.credentials,
+        )
+    if (
+        candidate is not None
+        and _comparable_access(candidate.model_dump(mode="json", exclude_none=True)) == full
+    ):
+        return candidate
+    return LomasAccess.model_validate(full)
 
 
 def _free_file_name(dataset_name: str, taken: set[str]) -> str:

@@ -4,6 +4,12 @@ Administrators of Lomas 0.4 kept users, budgets and datasets in these YAML files
 and `lomas-admin export` read and write them, so they are a shared file format, not an implementation
 detail. The models are stricter than 0.4 where a mistake would silently change a budget: unknown
 fields, negative or infinite budgets, delta above 1 and names listed twice are refused.
+
+Lomas extension: a `dataset_access` may also be a Lomas access document (`kind: local | http | s3 |
+postgresql`, see `lomas.server.data.access`), for data that the 0.4 forms cannot describe (HTTP files,
+PostgreSQL tables, S3 objects without an endpoint URL or with a region, Parquet files served by scan).
+`lomas-admin export` writes the 0.4 form whenever it says everything, so only such datasets make a file
+that 0.4 servers cannot read.
 """
 
 from __future__ import annotations
@@ -11,9 +17,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from enum import StrEnum
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
 _T = TypeVar("_T")
 
@@ -105,7 +111,11 @@ class PathAccess(_Strict):
 
 
 class S3Access(_Strict):
-    """An object in an S3 bucket (0.4 form; credentials are looked up by `credentials_name`)."""
+    """An object in an S3 bucket (0.4 form; credentials are looked up by `credentials_name`).
+
+    0.4 also allowed the keys inline (`access_key_id`, `secret_access_key`); they are parsed so that
+    `lomas-admin import` can point at them and refuse them: keys belong in the server secrets.
+    """
 
     database_type: Literal[DatabaseType.S3]
     endpoint_url: str
@@ -118,12 +128,49 @@ class S3Access(_Strict):
 
 AnyAccess = Annotated[PathAccess | S3Access, Field(discriminator="database_type")]
 
+LOMAS_ACCESS_TAG = "lomas"
+
+
+class LomasAccess(BaseModel):
+    """Lomas extension: a Lomas access document, kept as written here; `lomas-admin import` validates it
+    against `lomas.server.data.access`, which knows each kind's fields."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    kind: Literal["local", "http", "s3", "postgresql"]
+
+
+def _dataset_access_tag(value: Any) -> str | None:
+    """A document with a `kind` is a Lomas access; otherwise its `database_type` says which 0.4 form."""
+    if isinstance(value, dict):
+        if "kind" in value:
+            return LOMAS_ACCESS_TAG
+        found = value.get("database_type")
+        return found if isinstance(found, str) else None
+    if isinstance(value, LomasAccess):
+        return LOMAS_ACCESS_TAG
+    found = getattr(value, "database_type", None)
+    return str(found) if found is not None else None
+
+
+DatasetAccess = Annotated[
+    Annotated[PathAccess, Tag(DatabaseType.PATH)]
+    | Annotated[S3Access, Tag(DatabaseType.S3)]
+    | Annotated[LomasAccess, Tag(LOMAS_ACCESS_TAG)],
+    Discriminator(
+        _dataset_access_tag,
+        custom_error_type="invalid_dataset_access",
+        custom_error_message="Input should be a 0.4 access (database_type: PATH_DB or S3_DB) or a Lomas "
+        "access (kind: local, http, s3 or postgresql)",
+    ),
+]
+
 
 class DatasetInfo(_Strict):
     """One dataset of a dataset collection: where its data and its metadata YAML are."""
 
     dataset_name: Name
-    dataset_access: AnyAccess
+    dataset_access: DatasetAccess
     metadata_access: AnyAccess
 
 

@@ -15,12 +15,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from lomas import __version__
-from lomas.core.errors import InternalServerError, InvalidQueryError, LomasError
+from lomas.core.errors import DPLibrary, InternalServerError, InvalidQueryError, LomasError
 from lomas.server.config import Settings
+from lomas.server.data.access import parse_access
 from lomas.server.data.cache import DatasetCache
-from lomas.server.data.connectors import parse_access, read_frame
-from lomas.server.data.frame import DataFrameSource
-from lomas.core.errors import DPLibrary
+from lomas.server.data.secrets import load_secrets
+from lomas.server.data.sources import DataContext, open_source
 from lomas.server.engines.base import Engine
 from lomas.server.engines.diffprivlib import DiffPrivLibEngine
 from lomas.server.engines.opendp import OpenDPEngine
@@ -51,10 +51,12 @@ def build_services(settings: Settings) -> Services:
     sessions = session_factory(make_engine(settings.store_url))
     store = AdminStore(sessions)
     ledger = Ledger(sessions, settings.reservation_timeout_s)
+    context = DataContext.from_settings(settings, load_secrets(settings.secrets_file))
     cache = DatasetCache(
-        lambda dataset: DataFrameSource(
-            read_frame(parse_access(dataset.access), dataset.metadata), settings.duckdb_threads
-        )
+        lambda dataset: open_source(
+            f"{dataset.name}/{dataset.version}", parse_access(dataset.access), dataset.metadata, context
+        ),
+        settings.data.cache_max_bytes,
     )
     return Services(
         settings=settings,

@@ -7,7 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
 
 CONFIG_FILE_ENV = "LOMAS_CONFIG_FILE"
 
@@ -57,9 +62,7 @@ class OpenDPSettings(BaseModel):
     max_list_length: int = Field(
         default=10_000, gt=0, description="Items of one list argument (categories, column names)."
     )
-    max_string_length: int = Field(
-        default=1_000, gt=0, description="Characters of one string in a pipeline."
-    )
+    max_string_length: int = Field(default=1_000, gt=0, description="Characters of one string in a pipeline.")
     max_size: int = Field(
         default=10_000_000,
         gt=0,
@@ -219,6 +222,34 @@ class JobSettings(BaseModel):
     )
 
 
+class DataSettings(BaseModel):
+    """Where private data is read from and how much of it is kept in memory."""
+
+    cache_max_bytes: int | None = Field(
+        default=4 * 2**30,
+        gt=0,
+        description="Memory for loaded datasets (Arrow tables and the pandas and polars forms made from them); "
+        "the least recently used are dropped past it. None: no limit. The dataset in use is kept even if "
+        "it alone is larger.",
+    )
+    download_dir: Path | None = Field(
+        default=None, description="Where HTTP and S3 files are downloaded to; default: <data_dir>/downloads."
+    )
+    max_download_bytes: int = Field(
+        default=50 * 2**30, gt=0, description="Largest HTTP or S3 file downloaded."
+    )
+    download_timeout_s: float = Field(
+        default=60.0, gt=0, description="Connect and read timeout of a download."
+    )
+    postgres_statement_timeout_s: float = Field(
+        default=300.0, gt=0, description="Longest query a PostgreSQL dataset may run."
+    )
+    scan_memory_limit: str | None = Field(
+        default=None,
+        description="DuckDB's memory limit for SQL on scanned Parquet files, e.g. '1GB'. Default: DuckDB's (80% of RAM).",
+    )
+
+
 class Settings(BaseSettings):
     """Everything the server reads at start-up."""
 
@@ -244,6 +275,12 @@ class Settings(BaseSettings):
         gt=0,
         description="A budget reservation older than this belongs to a crashed execution and is charged.",
     )
+    secrets_file: Path | None = Field(
+        default=None,
+        description="YAML file of the credentials that dataset accesses reference by name (S3 keys, PostgreSQL "
+        "URLs, HTTP headers); LOMAS_SECRETS__* variables add to it. Never stored in the admin store.",
+    )
+    data: DataSettings = DataSettings()
     auth: AuthSettings = AuthSettings()
     limits: LimitSettings = LimitSettings()
     jobs: JobSettings = JobSettings()
@@ -267,6 +304,10 @@ class Settings(BaseSettings):
         if self.admin_db_url:
             return self.admin_db_url
         return f"sqlite:///{(self.data_dir / 'lomas.db').resolve()}"
+
+    @property
+    def download_dir(self) -> Path:
+        return self.data.download_dir or self.data_dir / "downloads"
 
     @classmethod
     def settings_customise_sources(

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
+
 from lomas.core.errors import (
     ExternalLibraryError,
     InternalServerError,
@@ -21,9 +23,10 @@ from lomas.core.errors import (
 )
 from lomas.core.requests import DummyMixin, LomasRequest
 from lomas.core.responses import CostResponse, QueryResponse
+from lomas.server.data.access import parse_access
 from lomas.server.data.cache import DatasetCache
-from lomas.server.data.connectors import DataUnavailableError
-from lomas.server.data.frame import DataFrameSource
+from lomas.server.data.errors import DataUnavailableError
+from lomas.server.data.memory import MemorySource
 from lomas.server.dummy import make_dummy_frame
 from lomas.server.engines.base import Engine
 from lomas.server.ledger import Ledger
@@ -61,10 +64,10 @@ class QueryService:
             raise UnauthorizedAccessError(f"{user_name} is not allowed to query at the moment.")
         return access.dataset
 
-    def dummy_frame(self, dataset: DatasetRecord, nb_rows: int, seed: int) -> DataFrameSource:
+    def dummy_frame(self, dataset: DatasetRecord, nb_rows: int, seed: int) -> pd.DataFrame:
         if nb_rows > self.max_dummy_rows:
             raise InvalidQueryError(f"dummy_nb_rows is {nb_rows}; the limit is {self.max_dummy_rows} rows.")
-        return DataFrameSource(make_dummy_frame(dataset.metadata, nb_rows, seed))
+        return make_dummy_frame(dataset.metadata, nb_rows, seed)
 
     # -- the three kinds of query ------------------------------------------------------------------
     def cost(self, user_name: str, request: LomasRequest, engine: Engine[Any, Any]) -> CostResponse:
@@ -86,7 +89,9 @@ class QueryService:
         dataset = self.authorized_dataset(user_name, request.dataset_name)
         plan = engine.plan(request, dataset)
         cost = engine.cost(plan)
-        data = self.dummy_frame(dataset, request.dummy_nb_rows, request.dummy_seed)
+        data = MemorySource.from_frame(
+            self.dummy_frame(dataset, request.dummy_nb_rows, request.dummy_seed), dataset.metadata
+        )
 
         def run() -> QueryResponse:
             try:
@@ -105,6 +110,11 @@ class QueryService:
         dataset = self.authorized_dataset(user_name, request.dataset_name, to_query=True)
         plan = engine.plan(request, dataset)
         cost = engine.cost(plan)
+        if engine.needs_frame(plan) and _only_scanned(dataset):
+            raise InvalidQueryError(
+                f"{dataset.name} is scanned where it is stored (it may be larger than memory): only "
+                "SmartNoise-SQL queries can run on it. Dummy queries of every library still work."
+            )
         client_input = request.model_dump(mode="json")
         reservation = self.ledger.reserve(
             user_name, dataset.name, engine.library, client_input, cost.epsilon, cost.delta
@@ -113,6 +123,7 @@ class QueryService:
         def run() -> QueryResponse:
             try:
                 data = self.cache.get(dataset)
+                data.check_available()
             except DataUnavailableError:
                 logger.exception("dataset %s unavailable", dataset.name)
                 self.ledger.release(reservation)
@@ -136,6 +147,10 @@ class QueryService:
             return response
 
         return PreparedQuery(dataset.name, run, abandon=lambda: self.ledger.release(reservation))
+
+
+def _only_scanned(dataset: DatasetRecord) -> bool:
+    return getattr(parse_access(dataset.access), "serve", "memory") == "scan"
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,7 @@ def protocol_router() -> APIRouter:
     @router.post("/get_dummy_dataset", tags=["dataset"])
     def get_dummy_dataset(body: DummyDatasetRequest, user: Caller, svc: Services) -> DummyDatasetResponse:
         dataset = svc.queries.authorized_dataset(user, body.dataset_name)
-        frame = svc.queries.dummy_frame(dataset, body.dummy_nb_rows, body.dummy_seed).frame
+        frame = svc.queries.dummy_frame(dataset, body.dummy_nb_rows, body.dummy_seed)
         return DummyDatasetResponse(
             dtypes={name: str(dtype) for name, dtype in frame.dtypes.items()},
             datetime_columns=datetime_columns(dataset.metadata),

@@ -1,7 +1,8 @@
-"""Loaded datasets, kept in memory between requests (least recently used evicted past a limit).
+"""Opened datasets, kept between requests (least recently used dropped past a memory limit).
 
-Keyed by dataset name and version, so re-registering a dataset makes the next request load the new
-data. Concurrent requests for the same cold dataset wait for one load.
+Keyed by dataset name and version, so re-registering a dataset makes the next request open the new
+data. Concurrent requests for the same cold dataset wait for one load. A source's size grows when an
+engine first makes its pandas or polars form, so the limit is enforced again on every request.
 """
 
 from __future__ import annotations
@@ -10,44 +11,54 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
-from lomas.server.data.frame import DataFrameSource
+from lomas.server.data.base import DataSource
 from lomas.server.store.service import DatasetRecord
 
-Loader = Callable[[DatasetRecord], DataFrameSource]
+Loader = Callable[[DatasetRecord], DataSource]
 
 
 class DatasetCache:
     def __init__(self, loader: Loader, max_bytes: int | None = None) -> None:
         self._loader = loader
         self._max_bytes = max_bytes
-        self._entries: OrderedDict[tuple[str, int], DataFrameSource] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, int], DataSource] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[tuple[str, int], threading.Lock] = {}
 
-    def get(self, dataset: DatasetRecord) -> DataFrameSource:
+    def get(self, dataset: DatasetRecord) -> DataSource:
         key = (dataset.name, dataset.version)
         with self._lock:
             if key in self._entries:
                 self._entries.move_to_end(key)
+                self._evict()
                 return self._entries[key]
             key_lock = self._loading.setdefault(key, threading.Lock())
         with key_lock:
             with self._lock:
                 if key in self._entries:
                     return self._entries[key]
-            source = self._loader(dataset)
+            try:
+                source = self._loader(dataset)
+            finally:
+                with self._lock:
+                    self._loading.pop(key, None)
             with self._lock:
                 self._drop_older_versions(dataset.name)
                 self._entries[key] = source
                 self._evict()
-                self._loading.pop(key, None)
             return source
+
+    @property
+    def nbytes(self) -> int:
+        with self._lock:
+            return sum(source.nbytes for source in self._entries.values())
 
     def _drop_older_versions(self, name: str) -> None:
         for key in [key for key in self._entries if key[0] == name]:
             del self._entries[key]
 
     def _evict(self) -> None:
+        """Drop the least recently used sources until the rest fit (the most recent one always stays)."""
         if self._max_bytes is None:
             return
         while len(self._entries) > 1 and sum(s.nbytes for s in self._entries.values()) > self._max_bytes:

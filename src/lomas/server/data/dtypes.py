@@ -1,12 +1,14 @@
-"""The pandas dtypes the server holds a dataset in, derived from its metadata.
+"""The types the server holds a dataset in (pandas, Arrow, polars, SQL), derived from its metadata.
 
-The data loader (CSV, Parquet, ...) and the dummy generator both go through these functions, so a
-query sees the same dtypes on dummy and on private data.
+The data loaders (CSV, Parquet, PostgreSQL) and the dummy generator both go through these functions, so
+a query sees the same types on dummy and on private data.
 """
 
 from __future__ import annotations
 
 import pandas as pd
+import polars as pl
+import pyarrow as pa
 
 from lomas.core.metadata import (
     AnyColumn,
@@ -44,12 +46,54 @@ def pandas_dtypes(metadata: Metadata) -> dict[str, str]:
     return {name: column_dtype(column) for name, column in metadata.columns.items()}
 
 
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "string": pa.string(), "Int32": pa.int32(), "Int64": pa.int64(), "float32": pa.float32(),
+    "float64": pa.float64(), "boolean": pa.bool_(), DATETIME_DTYPE: pa.timestamp("ns"),
+}  # fmt: skip
+_POLARS_TYPES: dict[str, pl.DataType] = {
+    "string": pl.String(), "Int32": pl.Int32(), "Int64": pl.Int64(), "float32": pl.Float32(),
+    "float64": pl.Float64(), "boolean": pl.Boolean(), DATETIME_DTYPE: pl.Datetime("ns"),
+}  # fmt: skip
+# The same types in SQL, valid in DuckDB and PostgreSQL alike.
+_SQL_TYPES: dict[str, str] = {
+    "string": "TEXT", "Int32": "INTEGER", "Int64": "BIGINT", "float32": "REAL",
+    "float64": "DOUBLE PRECISION", "boolean": "BOOLEAN", DATETIME_DTYPE: "TIMESTAMP",
+}  # fmt: skip
+
+
+def arrow_schema(metadata: Metadata) -> pa.Schema:
+    """The Arrow schema of the dataset held in memory, in metadata order."""
+    return pa.schema([(name, _ARROW_TYPES[dtype]) for name, dtype in pandas_dtypes(metadata).items()])
+
+
+def polars_schema(metadata: Metadata) -> pl.Schema:
+    """The polars schema of the dataset, as every `DataSource.lazy()` gives it."""
+    return pl.Schema({name: _POLARS_TYPES[dtype] for name, dtype in pandas_dtypes(metadata).items()})
+
+
+def quoted(identifier: str) -> str:
+    """An SQL identifier, quoted (DuckDB and PostgreSQL alike)."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def typed_columns(metadata: Metadata, text_booleans: bool = False) -> str:
+    """The select list that gives every metadata column its SQL type, for the `df` view over a file or
+    a table; `text_booleans` writes booleans as `true`/`false` (PostgreSQL's CSV says `t`/`f`)."""
+    items = []
+    for name, dtype in pandas_dtypes(metadata).items():
+        typed = f"CAST({quoted(name)} AS {_SQL_TYPES[dtype]})"
+        if text_booleans and dtype == "boolean":
+            typed = f"CAST({typed} AS TEXT)"
+        items.append(f"{typed} AS {quoted(name)}")
+    return ", ".join(items)
+
+
 def datetime_columns(metadata: Metadata) -> list[str]:
     """Names of the datetime columns (they travel as strings in JSON and CSV)."""
     return [name for name, column in metadata.columns.items() if isinstance(column, DatetimeMetadata)]
 
 
-def _to_datetime(series: pd.Series) -> pd.Series:
+def to_datetime(series: pd.Series) -> pd.Series:
     """Naive UTC datetimes (utc=True accepts naive and offset-aware values alike).
 
     ISO 8601 text may mix forms (dates only, offsets); other text must keep one inferable format.
@@ -62,7 +106,7 @@ def _to_datetime(series: pd.Series) -> pd.Series:
 
 
 def _cast(series: pd.Series, dtype: str) -> pd.Series:
-    return _to_datetime(series) if dtype == DATETIME_DTYPE else series.astype(dtype)
+    return to_datetime(series) if dtype == DATETIME_DTYPE else series.astype(dtype)
 
 
 def coerce_frame(df: pd.DataFrame, metadata: Metadata) -> pd.DataFrame:
@@ -74,7 +118,7 @@ def coerce_frame(df: pd.DataFrame, metadata: Metadata) -> pd.DataFrame:
     dtypes = pandas_dtypes(metadata)
     missing = [name for name in dtypes if name not in df.columns]
     if missing:
-        raise ValueError(f"Columns missing from the data: {', '.join(missing)}.")
+        raise ValueError(f"columns missing from the data: {', '.join(missing)}.")
     cast: dict[str, pd.Series] = {}
     failed: list[str] = []
     for name, dtype in dtypes.items():
@@ -83,5 +127,5 @@ def coerce_frame(df: pd.DataFrame, metadata: Metadata) -> pd.DataFrame:
         except (TypeError, ValueError, OverflowError):
             failed.append(f"{name} (to {dtype})")
     if failed:
-        raise ValueError(f"Columns that cannot be cast to their metadata type: {', '.join(failed)}.")
+        raise ValueError(f"columns that cannot be cast to their metadata type: {', '.join(failed)}.")
     return pd.DataFrame(cast, index=df.index)

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from lomas.core.errors import DPLibrary
 from lomas.core.responses import QueryResult
-from lomas.server.data.frame import DataFrameSource
+from lomas.server.data.base import DataSource
 from lomas.server.store.service import DatasetRecord
 
 RequestT = TypeVar("RequestT", bound=BaseModel)
@@ -41,6 +41,11 @@ class Engine(ABC, Generic[RequestT, PlanT]):
     def cost(self, plan: PlanT) -> Cost:
         """The privacy cost of running the plan, from the plan and metadata alone."""
 
+    def needs_frame(self, plan: PlanT) -> bool:
+        """Whether running the plan reads the whole table into memory (`DataSource.frame`): such plans are
+        refused on datasets that are only scanned, before any budget is reserved."""
+        return True
+
     @abstractmethod
-    def run(self, plan: PlanT, data: DataFrameSource) -> QueryResult:
+    def run(self, plan: PlanT, data: DataSource) -> QueryResult:
         """Execute the plan on the data and return the DP result."""

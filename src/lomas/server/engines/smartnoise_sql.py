@@ -3,8 +3,8 @@
 Planning parses and rewrites the query with SmartNoise-SQL against the public metadata only; the
 rewrite (about 30 ms of parsing in the library) is cached per query text, budget, mechanisms and
 metadata version, because the rewritten query and its mechanisms hold no randomness: noise is drawn
-afresh by each mechanism release. Execution runs the rewritten inner query on DuckDB over the
-in-memory frame (a sandboxed connection without file or network access), then lets SmartNoise-SQL
+afresh by each mechanism release. Execution runs the rewritten inner query where the data is (`DataSource.sql`: DuckDB over memory or a
+Parquet file, without other file or network access, or inside PostgreSQL), then lets SmartNoise-SQL
 add noise, censor rare dimensions and post-process.
 """
 
@@ -20,8 +20,8 @@ from snsql import Privacy
 from snsql.metadata import Metadata as SnsqlMetadata
 from snsql.sql._mechanisms.base import Mechanism
 from snsql.sql.odometer import OdometerHeterogeneous
-from snsql.sql.private_reader import PrivateReader
 from snsql.sql.privacy import Stat
+from snsql.sql.private_reader import PrivateReader
 from snsql.sql.reader.base import SqlReader
 
 from lomas.core.errors import DPLibrary, InvalidQueryError
@@ -29,11 +29,11 @@ from lomas.core.frames import frame_to_tight
 from lomas.core.metadata import DatetimeMetadata, Metadata
 from lomas.core.requests import SmartnoiseSQLCostRequest, SmartnoiseSQLQueryRequest
 from lomas.core.responses import SmartnoiseSQLResult
-from lomas.server.data.frame import TABLE_NAME, DataFrameSource
+from lomas.server.data.base import TABLE_NAME, DataSource
 from lomas.server.engines.base import Cost, Engine
 from lomas.server.store.service import DatasetRecord
 
-_SQL_DIALECT = "Postgres"  # DuckDB reads the SQL that SmartNoise-SQL writes for PostgreSQL
+_SQL_DIALECT = "Postgres"  # DuckDB also reads the SQL that SmartNoise-SQL writes for PostgreSQL
 _STATS = {stat.name: stat for stat in Stat}
 _MECHANISMS = {mechanism.name: mechanism for mechanism in Mechanism}
 
@@ -67,17 +67,17 @@ class _NoDataReader(SqlReader):
         raise RuntimeError("planning never reads data")
 
 
-class _DuckDBReader(SqlReader):
-    """Runs SmartNoise-SQL's rewritten (exact aggregate) query on a frame through DuckDB."""
+class _SourceReader(SqlReader):
+    """Runs SmartNoise-SQL's rewritten (exact aggregate) query where the data is: DuckDB over memory or
+    a Parquet file, or the PostgreSQL database itself."""
 
-    def __init__(self, data: DataFrameSource) -> None:
+    def __init__(self, data: DataSource) -> None:
         super().__init__(_SQL_DIALECT)
         self._data = data
 
     def execute(self, query: str, *ignore: Any, accuracy: bool = False) -> list[Any]:
-        result = self._data.sql().execute(query)
-        names = tuple(description[0] for description in result.description)
-        return [names, *result.fetchall()]
+        names, rows = self._data.sql(query)
+        return [tuple(names), *rows]
 
 
 class _PlannedReader(PrivateReader):
@@ -143,9 +143,12 @@ class SmartnoiseSQLEngine(Engine[SmartnoiseSQLCostRequest, SqlPlan]):
     def cost(self, plan: SqlPlan) -> Cost:
         return plan.prepared.cost
 
-    def run(self, plan: SqlPlan, data: DataFrameSource) -> SmartnoiseSQLResult:
+    def needs_frame(self, plan: SqlPlan) -> bool:
+        return False
+
+    def run(self, plan: SqlPlan, data: DataSource) -> SmartnoiseSQLResult:
         prepared = plan.prepared
-        reader = _PlannedReader(_DuckDBReader(data), prepared)
+        reader = _PlannedReader(_SourceReader(data), prepared)
         rows = reader._execute_ast(prepared.query, postprocess=plan.postprocess)
         if plan.postprocess:
             columns, *values = rows

@@ -14,7 +14,7 @@ from lomas.core.errors import DPLibrary
 from lomas.core.requests import DiffPrivLibCostRequest, DiffPrivLibDummyQueryRequest
 from lomas.core.responses import DiffPrivLibResult
 from lomas.server.config import DiffPrivLibSettings
-from lomas.server.data.frame import DataFrameSource
+from lomas.server.data.base import DataSource
 from lomas.server.engines.base import Cost, Engine
 from lomas.server.engines.diffprivlib.fitted import released_result
 from lomas.server.engines.diffprivlib.fitting import arrays, check_spending, dummy_score, fresh_pipeline
@@ -68,8 +68,8 @@ class DiffPrivLibEngine(Engine[DiffPrivLibCostRequest, DiffPrivLibPlan]):
     def cost(self, plan: DiffPrivLibPlan) -> Cost:
         return plan.cost
 
-    def run(self, plan: DiffPrivLibPlan, data: DataFrameSource) -> DiffPrivLibResult:
-        features, target = arrays(data.frame, plan)
+    def run(self, plan: DiffPrivLibPlan, data: DataSource) -> DiffPrivLibResult:
+        features, target = arrays(data.frame(), plan)
         train, _test = next(
             ShuffleSplit(n_splits=1, test_size=plan.test_size, random_state=plan.split_seed).split(features)
         )

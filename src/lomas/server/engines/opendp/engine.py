@@ -13,7 +13,7 @@ from lomas.core.errors import DPLibrary
 from lomas.core.requests import OpenDPCostRequest
 from lomas.core.responses import QueryResult
 from lomas.server.config import OpenDPSettings
-from lomas.server.data.frame import DataFrameSource
+from lomas.server.data.base import DataSource
 from lomas.server.engines.base import Cost, Engine
 from lomas.server.engines.opendp.library import switch_features
 from lomas.server.engines.opendp.logger_engine import LegacyPlan, OpenDPLoggerEngine
@@ -39,7 +39,7 @@ class OpenDPEngine(Engine[OpenDPCostRequest, LegacyPlan | PolarsPlan]):
             return self._polars.cost(plan)
         return self._logger.cost(plan)
 
-    def run(self, plan: LegacyPlan | PolarsPlan, data: DataFrameSource) -> QueryResult:
+    def run(self, plan: LegacyPlan | PolarsPlan, data: DataSource) -> QueryResult:
         if isinstance(plan, PolarsPlan):
             return self._polars.run(plan, data)
         return self._logger.run(plan, data)

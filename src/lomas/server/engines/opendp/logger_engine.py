@@ -16,18 +16,18 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import opendp.prelude as dp
+import pandas as pd
 from opendp._convert import py_to_c  # private: the library's own copy of an input, reused by every run
 from opendp._lib import AnyObjectPtr
-import pandas as pd
 
 from lomas.core.errors import DPLibrary, InvalidQueryError
 from lomas.core.requests import OpenDPCostRequest
 from lomas.core.responses import OpenDPResult
 from lomas.server.config import OpenDPSettings
-from lomas.server.data.frame import DataFrameSource
+from lomas.server.data.base import DataSource
 from lomas.server.engines.base import Cost, Engine
 from lomas.server.engines.opendp import logger_ast
-from lomas.server.engines.opendp.cache import PerDataset, PlanCache
+from lomas.server.engines.opendp.cache import PlanCache
 from lomas.server.engines.opendp.logger_plan import SEPARATOR, AstLimits
 from lomas.server.engines.opendp.privacy import privacy_cost
 from lomas.server.store.service import DatasetRecord
@@ -62,7 +62,6 @@ class OpenDPLoggerEngine(Engine[OpenDPCostRequest, LegacyPlan]):
         self._plans: PlanCache[LegacyPlan] = PlanCache(settings.cache_size)
         # Writing the CSV text of 1M rows takes seconds, and handing it to the library copies it: the
         # library's copy is kept as long as the dataset is, and every run reads it.
-        self._csv: PerDataset[AnyObjectPtr] = PerDataset(_library_csv)
         # A run parses the whole CSV into OpenDP's own columns (about 0.9 GB per million rows) and is CPU
         # bound. Runs on large datasets go to a few threads of their own: more at once would add memory,
         # not throughput, and each thread that ever ran one keeps its malloc arena's high-water mark (8
@@ -78,10 +77,10 @@ class OpenDPLoggerEngine(Engine[OpenDPCostRequest, LegacyPlan]):
     def cost(self, plan: LegacyPlan) -> Cost:
         return plan.cost
 
-    def run(self, plan: LegacyPlan, data: DataFrameSource) -> OpenDPResult:
-        if tuple(data.frame.columns) != plan.columns:
+    def run(self, plan: LegacyPlan, data: DataSource) -> OpenDPResult:
+        if tuple(data.frame().columns) != plan.columns:
             raise RuntimeError("the loaded dataset's columns differ from its metadata")
-        csv = self._csv.get(data)
+        csv = data.memo("opendp_csv", lambda: _library_csv(data))
         if data.nbytes < _LARGE_DATASET_BYTES:
             released = plan.measurement(csv)
         else:
@@ -104,14 +103,15 @@ class OpenDPLoggerEngine(Engine[OpenDPCostRequest, LegacyPlan]):
         return LegacyPlan(measurement, cost, columns)
 
 
-def _library_csv(data: DataFrameSource) -> AnyObjectPtr:
+def _library_csv(data: DataSource) -> tuple[AnyObjectPtr, int]:
     """The dataset's CSV text as the library's own object, which measurements read without copying.
 
     Passing a Python string instead converts it on every run, and OpenDP's wrapper leaves that C copy in
     a reference cycle that only a full garbage collection frees: the server grew by the size of the
     dataset on every query.
     """
-    return py_to_c(dataset_csv(data.frame), c_type=AnyObjectPtr, type_name="String")
+    text = dataset_csv(data.frame())
+    return py_to_c(text, c_type=AnyObjectPtr, type_name="String"), len(text)
 
 
 def json_value(value: Any) -> int | float | list[int | float]:

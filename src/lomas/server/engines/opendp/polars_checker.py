@@ -23,7 +23,7 @@ import polars as pl
 
 from lomas.core.errors import InvalidQueryError
 from lomas.core.metadata import Metadata
-from lomas.server.engines.opendp.polars_domain import polars_schema
+from lomas.server.data.dtypes import polars_schema
 
 POLARS_VERSION = pl.__version__
 OPENDP_VERSION = importlib.metadata.version("opendp")

@@ -13,33 +13,19 @@ import polars as pl
 from opendp.extras.polars import Margin
 
 from lomas.core.metadata import Metadata
-from lomas.server.data.dtypes import DATETIME_DTYPE, pandas_dtypes
+from lomas.server.data.dtypes import polars_schema
 
-# The pandas dtypes the server holds data in (server/data/dtypes.py) and the polars dtypes they convert to.
-_POLARS_DTYPES: dict[str, pl.DataType] = {
-    "string": pl.String(),
-    "Int32": pl.Int32(),
-    "Int64": pl.Int64(),
-    "float32": pl.Float32(),
-    "float64": pl.Float64(),
-    "boolean": pl.Boolean(),
-    DATETIME_DTYPE: pl.Datetime("ns"),
-}
+# The OpenDP type names of the polars dtypes the server holds data in (server/data/dtypes.py).
 _OPENDP_TYPES: dict[type[pl.DataType], str] = {
     pl.String: "String", pl.Int32: "i32", pl.Int64: "i64", pl.Float32: "f32", pl.Float64: "f64",
     pl.Boolean: "bool",
 }  # fmt: skip
 
 
-def polars_schema(metadata: Metadata) -> pl.Schema:
-    """The polars schema of the dataset, as `DataFrameSource.polars()` holds it."""
-    return pl.Schema({name: _POLARS_DTYPES[dtype] for name, dtype in pandas_dtypes(metadata).items()})
-
-
 def _element_domain(dtype: pl.DataType) -> Any:
     """Any value of the column's type, or null: OpenDP does not check the data against its domain, so the
     domain claims only what holds by construction (types from the metadata, NaN turned to null by
-    `DataFrameSource.polars()`), not the metadata's `nullable`."""
+    every `DataSource.lazy()`), not the metadata's `nullable`."""
     if dtype == pl.Datetime:
         domain = dp.datetime_domain("ns")
     elif dtype.is_float():

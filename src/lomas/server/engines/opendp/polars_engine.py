@@ -33,12 +33,13 @@ from lomas.core.metadata import Metadata
 from lomas.core.requests import OpenDPCostRequest, PolarsPrivacyLoss
 from lomas.core.responses import OpenDPPolarsResult
 from lomas.server.config import OpenDPSettings
-from lomas.server.data.frame import DataFrameSource
+from lomas.server.data.base import DataSource
+from lomas.server.data.dtypes import polars_schema
 from lomas.server.engines.base import Cost, Engine
-from lomas.server.engines.opendp.cache import PerDataset, PlanCache
+from lomas.server.engines.opendp.cache import PlanCache
 from lomas.server.engines.opendp.library import library_message
 from lomas.server.engines.opendp.polars_checker import OPENDP_VERSION, POLARS_VERSION, check_plan
-from lomas.server.engines.opendp.polars_domain import input_domain, polars_schema
+from lomas.server.engines.opendp.polars_domain import input_domain
 from lomas.server.engines.opendp.privacy import privacy_cost
 from lomas.server.store.service import DatasetRecord
 
@@ -59,11 +60,6 @@ class OpenDPPolarsEngine(Engine[OpenDPCostRequest, PolarsPlan]):
         self._max_plan_chars = settings.polars_max_plan_chars
         self._max_plan_nodes = settings.polars_max_plan_nodes
         self._plans: PlanCache[PolarsPlan] = PlanCache(settings.cache_size)
-        # Handing a polars frame to OpenDP serializes all of it into the library (0.5 s for 1M rows). The
-        # library's copy is only read by the measurements, so every run, in any thread, may reuse it.
-        self._inputs: PerDataset[AnyObjectPtr] = PerDataset(
-            lambda data: py_to_c(data.polars().lazy(), c_type=AnyObjectPtr, type_name="LazyFrame")
-        )
 
     def plan(self, request: OpenDPCostRequest, dataset: DatasetRecord) -> PolarsPlan:
         loss = _checked_request(request, self._max_plan_chars)
@@ -76,9 +72,8 @@ class OpenDPPolarsEngine(Engine[OpenDPCostRequest, PolarsPlan]):
     def cost(self, plan: PolarsPlan) -> Cost:
         return plan.cost
 
-    def run(self, plan: PolarsPlan, data: DataFrameSource) -> OpenDPPolarsResult:
-        _check_frame(data.polars(), plan)
-        released = plan.measurement(self._inputs.get(data)).collect()
+    def run(self, plan: PolarsPlan, data: DataSource) -> OpenDPPolarsResult:
+        released = plan.measurement(_library_input(data, plan)).collect()
         return OpenDPPolarsResult(df=frame_to_tight(released.to_pandas()))
 
     def _prepare(
@@ -130,7 +125,17 @@ def _checked_request(request: OpenDPCostRequest, max_plan_chars: int) -> PolarsP
     return request.privacy_loss
 
 
-def _check_frame(frame: pl.DataFrame, plan: PolarsPlan) -> None:
-    """The data must have the types OpenDP was promised: OpenDP does not check them itself."""
-    if frame.schema != plan.schema:
+def _library_input(data: DataSource, plan: PolarsPlan) -> AnyObjectPtr:
+    """The data as the library's own object, made once per dataset.
+
+    Handing a polars frame to OpenDP serializes all of it into the library (0.5 s for 1M rows). The library's copy is only read by the measurements, so every run, in any
+    thread, may reuse it. The data must have the types OpenDP was promised: OpenDP does not check them.
+    """
+    lazy = data.lazy()
+    if lazy.collect_schema() != plan.schema:
         raise RuntimeError("The data does not have the polars schema of its metadata.")
+
+    def build() -> tuple[AnyObjectPtr, int]:
+        return py_to_c(lazy, c_type=AnyObjectPtr, type_name="LazyFrame"), int(lazy.collect().estimated_size())
+
+    return data.memo("opendp_lazyframe", build)

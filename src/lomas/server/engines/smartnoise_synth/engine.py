@@ -13,7 +13,7 @@ from lomas.core.frames import frame_to_tight
 from lomas.core.requests import DummyMixin, SmartnoiseSynthCostRequest, SmartnoiseSynthQueryRequest
 from lomas.core.responses import SmartnoiseSynthModel, SmartnoiseSynthSamples
 from lomas.server.config import SmartnoiseSynthSettings
-from lomas.server.data.frame import DataFrameSource
+from lomas.server.data.base import DataSource
 from lomas.server.engines.base import Cost, Engine
 from lomas.server.engines.smartnoise_synth.columns import Domain, column_domain, selected_columns
 from lomas.server.engines.smartnoise_synth.condition import parse_condition
@@ -93,10 +93,10 @@ class SmartnoiseSynthEngine(Engine[SmartnoiseSynthCostRequest, SynthPlan]):
     def cost(self, plan: SynthPlan) -> Cost:
         return plan.cost
 
-    def run(self, plan: SynthPlan, data: DataFrameSource) -> SmartnoiseSynthSamples | SmartnoiseSynthModel:
+    def run(self, plan: SynthPlan, data: DataSource) -> SmartnoiseSynthSamples | SmartnoiseSynthModel:
         task = Task(
             plan=plan,
-            frame=data.frame[list(plan.columns)],
+            frame=data.frame()[list(plan.columns)],
             torch_threads=self.settings.torch_threads,
             max_rounds=self.settings.max_condition_rounds,
             max_draw=self.settings.max_samples,
