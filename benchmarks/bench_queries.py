@@ -319,11 +319,14 @@ class Server:
             return "(no server log)"
 
 
-def start_server(data_dir: Path, workers: int, timeout: float = 120.0) -> Server:
+def start_server(
+    data_dir: Path, workers: int, timeout: float = 120.0, extra_env: dict[str, str] | None = None
+) -> Server:
     port = free_port()
     log_path = data_dir / "server.log"
     env = {key: value for key, value in os.environ.items() if not key.startswith("LOMAS_")}
     env["LOMAS_AUTH__OPEN_MODE"] = "true"
+    env.update(extra_env or {})
     command = [
         sys.executable, "-m", "lomas.server",
         "--port", str(port), "--data-dir", str(data_dir), "--workers", str(workers),
