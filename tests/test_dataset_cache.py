@@ -17,7 +17,9 @@ from lomas.server.data.memory import MemorySource
 from lomas.server.demo.catalog import DATASETS_DIR
 from lomas.server.store.service import DatasetRecord
 
-METADATA = Metadata.model_validate(yaml.safe_load((DATASETS_DIR / "iris_metadata.yaml").read_text()))
+METADATA = Metadata.model_validate(
+    yaml.safe_load((DATASETS_DIR / "iris_metadata.yaml").read_text()) | {"rows": 10_000}
+)
 
 
 class CountingLoader:

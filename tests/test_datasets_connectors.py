@@ -91,6 +91,7 @@ def setup(
     s3.create_bucket(Bucket="stats")
     s3.put_object(Bucket="stats", Key="penguins.parquet", Body=frame.to_parquet(index=False))
     frame.to_parquet(work / "penguins.parquet", index=False)
+    pd.concat([frame, frame]).to_parquet(work / "twice.parquet", index=False)  # more rows than declared
     admin_url = _load_postgres(postgres_cluster, frame)
 
     secrets = work / "secrets.yaml"
@@ -99,7 +100,8 @@ def setup(
             {
                 "s3": {"minio": {"access_key_id": S3_KEY_ID, "secret_access_key": S3_SECRET}},
                 "postgresql": {
-                    "warehouse": {"url": f"postgresql://reader:{PG_PASSWORD}@127.0.0.1:{postgres_cluster.port}/penguins"}
+                    "warehouse": {"url": f"postgresql://reader:{PG_PASSWORD}@127.0.0.1:{postgres_cluster.port}/penguins"},
+                    "malformed": {"url": f"postgres:/reader:{PG_PASSWORD}@127.0.0.1:{postgres_cluster.port}/x"},
                 },
             }
         )
@@ -124,6 +126,8 @@ def setup(
         "NO_KEY_S3": s3_object | {"key": "missing.parquet"},
         "NO_TABLE_PG": {"kind": "postgresql", "connection": "warehouse", "table": "stats.missing"},
         "UNKNOWN_SECRET_PG": {"kind": "postgresql", "connection": "nobody", "table": "stats.penguins"},
+        "BAD_URL_PG": {"kind": "postgresql", "connection": "malformed", "table": "stats.penguins"},
+        "TOO_MANY_ROWS": {"kind": "local", "path": str(work / "twice.parquet")},
     }
     store.add_user("Ada")
     for name, access in accesses.items():
@@ -217,6 +221,8 @@ def test_a_scanned_dataset_refuses_libraries_that_load_it_and_spends_nothing(set
         ("NO_KEY_S3", "no object 'missing.parquet' in the bucket 'stats'"),
         ("NO_TABLE_PG", 'relation "stats.missing" does not exist'),
         ("UNKNOWN_SECRET_PG", "No PostgreSQL connection named 'nobody'"),
+        ("BAD_URL_PG", "Cannot connect to postgresql table stats.penguins (connection 'malformed')"),
+        ("TOO_MANY_ROWS", "has 688 rows, more than the 344 its metadata declares"),
     ],
 )
 def test_unreadable_data_answers_a_clear_error_and_spends_nothing(setup: Setup, dataset: str, cause: str) -> None:
@@ -254,3 +260,52 @@ def test_secrets_never_reach_the_researcher_or_the_store(setup: Setup) -> None:
     for secret in (S3_SECRET, S3_KEY_ID, PG_PASSWORD, "s3cr3t"):
         assert secret not in metadata and secret not in stored
     assert "minio" in stored  # credentials are stored by name only
+
+
+def _pg(setup: Setup, *statements: str) -> None:
+    with psycopg.connect(setup.pg_url, autocommit=True) as connection:
+        for statement in statements:
+            connection.execute(statement)
+
+
+def test_rows_with_undeclared_categories_are_never_released(setup: Setup) -> None:
+    """Declared species are public keys (no threshold): a row added later with another species must not
+    show up as a group of its own."""
+    client = Client(setup.server.url, "Ada", "PENGUIN_PG")
+    _pg(setup, "INSERT INTO stats.penguins (species, island) VALUES ('Emperor', 'Dream')")
+    try:
+        by_species = client.smartnoise_sql.query(BY_SPECIES, 1.0, 1e-5).df
+    finally:
+        _pg(setup, "DELETE FROM stats.penguins WHERE species = 'Emperor'")
+    assert set(by_species["species"]) == {"Adelie", "Chinstrap", "Gentoo"}
+
+
+def test_dropped_pooled_connections_are_replaced_and_a_refused_login_is_not_charged(setup: Setup) -> None:
+    client = Client(setup.server.url, "Ada", "PENGUIN_PG")
+    client.smartnoise_sql.query(COUNT, 1.0, 1e-5)
+    terminate = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'reader'"
+    _pg(setup, terminate)
+    spent = _spent(client)
+    client.smartnoise_sql.query(COUNT, 1.0, 1e-5)  # a dead pooled connection never fails a query
+    assert _spent(client)[0] == pytest.approx(spent[0] + 1.0)
+
+    _pg(setup, "ALTER ROLE reader NOLOGIN", terminate)
+    try:
+        with pytest.raises(InternalServerError, match="no budget was spent"):
+            client.smartnoise_sql.query(COUNT, 1.0, 1e-5)
+    finally:
+        _pg(setup, "ALTER ROLE reader LOGIN")
+    assert _spent(client)[0] == pytest.approx(spent[0] + 1.0)
+
+
+def test_a_dataset_deleted_and_registered_again_serves_its_new_data(setup: Setup) -> None:
+    half = setup.data / "half.parquet"
+    _penguins().head(172).to_parquet(half, index=False)
+    setup.store.register_dataset("REUSED", {"kind": "local", "path": str(setup.data / "penguins.parquet")}, _metadata())
+    setup.store.grant("Ada", "REUSED", 100.0, 0.01)
+    client = Client(setup.server.url, "Ada", "REUSED")
+    assert abs(client.smartnoise_sql.query(COUNT, 5.0, 1e-5).df["n"].iloc[0] - ROWS) < 20
+    setup.store.delete_dataset("REUSED", cascade=True)
+    assert setup.store.register_dataset("REUSED", {"kind": "local", "path": str(half)}, _metadata()) == 1
+    setup.store.grant("Ada", "REUSED", 100.0, 0.01)
+    assert abs(client.smartnoise_sql.query(COUNT, 5.0, 1e-5).df["n"].iloc[0] - 172) < 20

@@ -195,7 +195,7 @@ def check_dataset(access: AnyAccess, metadata: Metadata, context: DataContext) -
     lacks a metadata column or has a column that cannot be cast to its metadata type.
     """
     with tempfile.TemporaryDirectory(prefix="lomas-admin-check-") as folder:
-        context = dataclasses.replace(context, download_dir=Path(folder))
+        context = dataclasses.replace(context, download_dir=Path(folder), serve_declared_only=False)
         try:
             source = open_source("check", access, metadata, context)  # not the name: it may hold "../"
         except DataUnavailableError as error:
@@ -207,6 +207,8 @@ def check_dataset(access: AnyAccess, metadata: Metadata, context: DataContext) -
         except (duckdb.Error, psycopg.Error) as error:  # the data vanished or the database failed meanwhile
             first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise DataUnavailableError(f"Cannot check {where(access)}: {first_line}") from None
+        finally:
+            source.close()
 
 
 class DataMismatchError(StoreError):

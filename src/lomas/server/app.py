@@ -54,7 +54,7 @@ def build_services(settings: Settings) -> Services:
     context = DataContext.from_settings(settings, load_secrets(settings.secrets_file))
     cache = DatasetCache(
         lambda dataset: open_source(
-            f"{dataset.name}/{dataset.version}", parse_access(dataset.access), dataset.metadata, context
+            dataset.key, parse_access(dataset.access), dataset.metadata, context
         ),
         settings.data.cache_max_bytes,
     )

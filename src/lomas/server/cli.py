@@ -27,6 +27,8 @@ def serve(
 ) -> None:
     """Serve the Lomas API. With --demo, an empty store is seeded and the 0.4 user-name header is trusted."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request's full URL at INFO; a data URL may carry a signature or a token.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     overrides = {"host": host, "port": port, "data_dir": data_dir, "workers": workers, "demo": demo or None}
     for key, value in overrides.items():  # worker processes read their settings from the environment
         if value is not None:

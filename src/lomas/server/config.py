@@ -244,9 +244,10 @@ class DataSettings(BaseModel):
     postgres_statement_timeout_s: float = Field(
         default=300.0, gt=0, description="Longest query a PostgreSQL dataset may run."
     )
-    scan_memory_limit: str | None = Field(
+    duckdb_memory_limit: str | None = Field(
         default=None,
-        description="DuckDB's memory limit for SQL on scanned Parquet files, e.g. '1GB'. Default: DuckDB's (80% of RAM).",
+        description="DuckDB's working memory for the SQL of one dataset (in memory or scanned), e.g. '1GB'. "
+        "Default: DuckDB's (80% of RAM).",
     )
 
 

@@ -25,7 +25,7 @@ from lomas.core.requests import DummyMixin, LomasRequest
 from lomas.core.responses import CostResponse, QueryResponse
 from lomas.server.data.access import parse_access
 from lomas.server.data.cache import DatasetCache
-from lomas.server.data.errors import DataUnavailableError
+from lomas.server.data.errors import DataUnavailableError, UnreachableError
 from lomas.server.data.memory import MemorySource
 from lomas.server.dummy import make_dummy_frame
 from lomas.server.engines.base import Engine
@@ -131,12 +131,17 @@ class QueryService:
             except BaseException:
                 self.ledger.release(reservation)
                 raise
-            # From here on private data has been read: the cost is charged whatever happens.
+            # From here on private data may be read: the cost is charged whatever happens, unless the data's
+            # server could not even be reached.
             try:
                 result = engine.run(plan, data)
                 response = QueryResponse(
                     epsilon=cost.epsilon, delta=cost.delta, requested_by=user_name, result=result
                 )
+            except UnreachableError:
+                logger.exception("dataset %s unreachable", dataset.name)
+                self.ledger.release(reservation)
+                raise InternalServerError(DATA_UNAVAILABLE) from None
             except BaseException as error:
                 logger.error(
                     "query on %s failed after reading private data (%s)", dataset.name, type(error).__name__

@@ -180,12 +180,12 @@ def access_document(access: LocalAccess | HttpAccess | S3Access | PostgresAccess
 
 
 def where(access: LocalAccess | HttpAccess | S3Access | PostgresAccess) -> str:
-    """A one-line description of the location, with no secret (for lists and error messages)."""
+    """A one-line description of the location, with no secret (for lists, logs and error messages)."""
     match access:
         case LocalAccess():
             return access.path
         case HttpAccess():
-            return access.url
+            return urlsplit(access.url)._replace(query="", fragment="").geturl()  # a query may hold a token
         case S3Access():
             return f"s3://{access.bucket}/{access.key}" + (
                 f" at {access.endpoint_url}" if access.endpoint_url else ""

@@ -55,6 +55,9 @@ class DataSource(ABC):
             value: T = self._memos[key][0]
             return value
 
+    def close(self) -> None:
+        """Give back what the source holds outside this process (database connections)."""
+
     def check_available(self) -> None:
         """Raise `DataUnavailableError` if the data cannot be reached right now (before a query runs)."""
 

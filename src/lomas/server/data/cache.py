@@ -1,7 +1,7 @@
 """Opened datasets, kept between requests (least recently used dropped past a memory limit).
 
-Keyed by dataset name and version, so re-registering a dataset makes the next request open the new
-data. Concurrent requests for the same cold dataset wait for one load. A source's size grows when an
+Keyed by dataset name and `DatasetRecord.key` (its version, access and metadata), so re-registering a
+dataset makes the next request open the new data. Concurrent requests for the same cold dataset wait for one load. A source's size grows when an
 engine first makes its pandas or polars form, so the limit is enforced again on every request.
 """
 
@@ -21,12 +21,12 @@ class DatasetCache:
     def __init__(self, loader: Loader, max_bytes: int | None = None) -> None:
         self._loader = loader
         self._max_bytes = max_bytes
-        self._entries: OrderedDict[tuple[str, int], DataSource] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, str], DataSource] = OrderedDict()
         self._lock = threading.Lock()
-        self._loading: dict[tuple[str, int], threading.Lock] = {}
+        self._loading: dict[tuple[str, str], threading.Lock] = {}
 
     def get(self, dataset: DatasetRecord) -> DataSource:
-        key = (dataset.name, dataset.version)
+        key = (dataset.name, dataset.key)
         with self._lock:
             if key in self._entries:
                 self._entries.move_to_end(key)
@@ -55,11 +55,11 @@ class DatasetCache:
 
     def _drop_older_versions(self, name: str) -> None:
         for key in [key for key in self._entries if key[0] == name]:
-            del self._entries[key]
+            self._entries.pop(key).close()
 
     def _evict(self) -> None:
         """Drop the least recently used sources until the rest fit (the most recent one always stays)."""
         if self._max_bytes is None:
             return
         while len(self._entries) > 1 and sum(s.nbytes for s in self._entries.values()) > self._max_bytes:
-            self._entries.popitem(last=False)
+            self._entries.popitem(last=False)[1].close()  # queries still running on it go on

@@ -9,8 +9,10 @@ from __future__ import annotations
 import pandas as pd
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from lomas.core.metadata import (
+    CATEGORICAL_COLUMNS,
     AnyColumn,
     BooleanMetadata,
     DatetimeMetadata,
@@ -86,6 +88,50 @@ def typed_columns(metadata: Metadata, text_booleans: bool = False) -> str:
             typed = f"CAST({typed} AS TEXT)"
         items.append(f"{typed} AS {quoted(name)}")
     return ", ".join(items)
+
+
+def _sql_literal(value: str | int) -> str:
+    return str(int(value)) if isinstance(value, int) else "'" + value.replace("'", "''") + "'"
+
+
+def declared_rows(metadata: Metadata) -> str | None:
+    """The SQL condition that keeps only rows whose categorical values are declared (or null, where the
+    column is nullable), or None when no column declares categories.
+
+    The metadata makes declared categories public, and SmartNoise-SQL and OpenDP release group keys of
+    such columns without thresholding; a row holding an undeclared value (a table that changed after its
+    registration check) would be released exactly. Every source serves only the declared rows.
+    """
+    conditions = []
+    for name, column in metadata.columns.items():
+        if isinstance(column, CATEGORICAL_COLUMNS):
+            allowed = f"{quoted(name)} IN ({', '.join(_sql_literal(v) for v in column.categories)})"
+            conditions.append(f"({quoted(name)} IS NULL OR {allowed})" if column.nullable else allowed)
+    return " AND ".join(conditions) or None
+
+
+def typed_select(
+    metadata: Metadata, source: str, text_booleans: bool = False, declared_only: bool = True
+) -> str:
+    """The SELECT that serves `source` (a table or a file scan) as the table `df`: the metadata's columns
+    with their types (`typed_columns`), and declared rows only (`declared_rows`) unless the data is
+    being checked against its metadata."""
+    select = f"SELECT {typed_columns(metadata, text_booleans)} FROM {source}"
+    condition = declared_rows(metadata) if declared_only else None
+    return select if condition is None else f"SELECT * FROM ({select}) AS typed WHERE {condition}"
+
+
+def declared_table(table: pa.Table, metadata: Metadata) -> pa.Table:
+    """`table` with the rows of `declared_rows(metadata)` only (the same rule on Arrow data)."""
+    keep = None
+    for name, column in metadata.columns.items():
+        if isinstance(column, CATEGORICAL_COLUMNS):
+            values = table.column(name)
+            allowed = pc.is_in(values, value_set=pa.array(column.categories, type=values.type))
+            if column.nullable:
+                allowed = pc.or_(allowed, pc.is_null(values))
+            keep = allowed if keep is None else pc.and_(keep, allowed)
+    return table if keep is None else table.filter(pc.fill_null(keep, False))
 
 
 def datetime_columns(metadata: Metadata) -> list[str]:

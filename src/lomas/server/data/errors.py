@@ -8,5 +8,10 @@ class DataUnavailableError(RuntimeError):
     """
 
 
+class UnreachableError(DataUnavailableError):
+    """The data's server cannot be reached. Raised before anything was sent to it, so even in the middle of
+    a query it means that no private value was read."""
+
+
 class MissingSecretError(DataUnavailableError):
     """An access document names credentials that the server secrets do not define."""

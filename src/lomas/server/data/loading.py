@@ -6,6 +6,7 @@ and the admin CLI, and the casting libraries' own messages quote private values.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -16,17 +17,31 @@ import pyarrow.parquet as pq
 
 from lomas.core.metadata import Metadata
 from lomas.server.data.access import FileFormat
-from lomas.server.data.dtypes import arrow_schema, coerce_frame, to_datetime
+from lomas.server.data.dtypes import arrow_schema, coerce_frame, declared_table, to_datetime
 from lomas.server.data.errors import DataUnavailableError
 
+logger = logging.getLogger(__name__)
 
-def read_table(path: Path, file_format: FileFormat, metadata: Metadata) -> pa.Table:
-    """The metadata's columns of the file, in metadata order, cast to `arrow_schema(metadata)`."""
+
+def read_table(
+    path: Path,
+    file_format: FileFormat,
+    metadata: Metadata,
+    max_bytes: int | None = None,
+    max_rows: int | None = None,
+) -> pa.Table:
+    """The metadata's columns of the file, in metadata order, cast to `arrow_schema(metadata)`.
+
+    A Parquet file larger than `max_bytes` uncompressed or with more than `max_rows` rows (a CSV file
+    larger than `max_bytes`) is refused before it is read: a small compressed file may expand to gigabytes.
+    """
     if not path.is_file():
         raise DataUnavailableError(f"Data file not found: {path}")
     try:
         if file_format == "parquet":
-            return _cast(_read_parquet(path, metadata), metadata, path)
+            return _cast(_read_parquet(path, metadata, max_bytes, max_rows), metadata, path)
+        if max_bytes is not None and path.stat().st_size > max_bytes:
+            raise _too_large(path, path.stat().st_size, max_bytes)
         return _read_csv(path, metadata)
     except (OSError, pa.ArrowException) as error:
         raise DataUnavailableError(f"Cannot read {path} as {file_format}: {type(error).__name__}") from None
@@ -74,10 +89,44 @@ def _check_columns(names: list[str], metadata: Metadata, path: Path) -> None:
         )
 
 
-def _read_parquet(path: Path, metadata: Metadata) -> pa.Table:
+def _too_large(path: Path, size: int, max_bytes: int) -> DataUnavailableError:
+    return DataUnavailableError(
+        f"{path} holds {size} bytes of data, more than data.cache_max_bytes ({max_bytes}) allows in "
+        "memory: serve it with serve: scan (Parquet), or raise the limit."
+    )
+
+
+def _too_many_rows(where: str, rows: int, metadata: Metadata) -> DataUnavailableError:
+    return DataUnavailableError(
+        f"{where} has {rows} rows, more than the {metadata.rows} its metadata declares (`rows` bounds what "
+        "OpenDP and SmartNoise-Synth may assume): update the metadata."
+    )
+
+
+def served_table(table: pa.Table, metadata: Metadata, where: str) -> pa.Table:
+    """The rows a loaded table serves: at most the metadata's `rows`, and only those whose categorical
+    values are declared (`declared_rows`; the others are left out, and the log says how many)."""
+    if table.num_rows > metadata.rows:
+        raise _too_many_rows(where, table.num_rows, metadata)
+    served = declared_table(table, metadata)
+    if served.num_rows < table.num_rows:
+        logger.warning(
+            "%s: %d rows hold undeclared categories and are left out; fix the data or the metadata",
+            where,
+            table.num_rows - served.num_rows,
+        )
+    return served
+
+
+def _read_parquet(path: Path, metadata: Metadata, max_bytes: int | None, max_rows: int | None) -> pa.Table:
     """Row group by row group: reading the whole file at once peaks at nearly twice the table's size."""
     file = pq.ParquetFile(path)
     _check_columns(file.schema_arrow.names, metadata, path)
+    if max_rows is not None and file.metadata.num_rows > max_rows:
+        raise _too_many_rows(str(path), file.metadata.num_rows, metadata)
+    size = sum(file.metadata.row_group(index).total_byte_size for index in range(file.num_row_groups))
+    if max_bytes is not None and size > max_bytes:
+        raise _too_large(path, size, max_bytes)
     columns = list(metadata.columns)
     groups = [file.read_row_group(index, columns=columns) for index in range(file.num_row_groups)]
     if not groups:

@@ -43,10 +43,12 @@ def pandas_form(table: pa.Table, metadata: Metadata) -> tuple[pd.DataFrame, int]
 class MemorySource(DataSource):
     """One loaded dataset (private or dummy). Its pandas and polars forms are made on first use."""
 
-    def __init__(self, table: pa.Table, metadata: Metadata, duckdb_threads: int = 1) -> None:
+    def __init__(
+        self, table: pa.Table, metadata: Metadata, duckdb_threads: int = 1, memory_limit: str | None = None
+    ) -> None:
         super().__init__(metadata)
         self.table = table
-        self._duckdb = sandboxed_duckdb(duckdb_threads)
+        self._duckdb = sandboxed_duckdb(duckdb_threads, memory_limit)
         self._cursors = threading.local()
 
     @classmethod

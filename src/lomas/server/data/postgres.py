@@ -20,51 +20,87 @@ import pandas as pd
 import polars as pl
 import psycopg
 import pyarrow as pa
+from psycopg.conninfo import conninfo_to_dict
 
 from lomas.core.metadata import Metadata
 from lomas.server.data.access import PostgresAccess, where
 from lomas.server.data.base import TABLE_NAME, DataSource
-from lomas.server.data.dtypes import quoted, typed_columns
-from lomas.server.data.errors import DataUnavailableError
-from lomas.server.data.loading import read_table
+from lomas.server.data.dtypes import quoted, typed_select
+from lomas.server.data.errors import DataUnavailableError, UnreachableError
+from lomas.server.data.loading import read_table, served_table
 from lomas.server.data.memory import pandas_form, polars_form
-
-
-def _first_line(error: Exception) -> str:
-    """psycopg's messages name hosts, users, tables and columns, never a password or a row value."""
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 class PostgresSource(DataSource):
     def __init__(
-        self, access: PostgresAccess, url: str, metadata: Metadata, statement_timeout_s: float
+        self,
+        access: PostgresAccess,
+        url: str,
+        metadata: Metadata,
+        statement_timeout_s: float,
+        max_load_bytes: int | None = None,
+        declared_only: bool = True,
     ) -> None:
         super().__init__(metadata)
+        self._declared_only = declared_only
         self._access = access
+        self._max_load_bytes = max_load_bytes
         self._url = url
+        # Read-only, time-limited, and in UTC: timestamps with a time zone become the same naive UTC
+        # datetimes as in files, whatever the database's own time zone.
         self._options = (
-            f"-c default_transaction_read_only=on -c statement_timeout={int(statement_timeout_s * 1000)}"
+            "-c default_transaction_read_only=on -c TimeZone=UTC "
+            f"-c statement_timeout={int(statement_timeout_s * 1000)}"
         )
         self._table = ".".join(quoted(part) for part in access.table.split("."))
         self._idle: queue.SimpleQueue[psycopg.Connection[Any]] = queue.SimpleQueue()
         self._check_table()
 
+    def _message(self, error: Exception) -> str:
+        """The first line of a psycopg error, without the URL or its password (libpq quotes a malformed
+        URL whole)."""
+        text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        secrets = [self._url]
+        try:
+            secrets.append(str(conninfo_to_dict(self._url).get("password") or ""))
+        except psycopg.Error:
+            pass
+        for secret in filter(None, secrets):
+            text = text.replace(str(secret), "***")
+        return text
+
+    def _idle_or_new(self) -> psycopg.Connection[Any]:
+        """A pooled connection that still answers, or a new one. A dead pooled connection (a restarted
+        database, an idle timeout) is dropped before it runs anything, so it never fails a query."""
+        while True:
+            try:
+                connection = self._idle.get_nowait()
+            except queue.Empty:
+                break
+            try:
+                connection.execute("SELECT 1")
+                return connection
+            except psycopg.Error:
+                connection.close()
+        try:
+            return psycopg.connect(self._url, connect_timeout=10, options=self._options)
+        except psycopg.Error as error:
+            raise UnreachableError(
+                f"Cannot connect to {where(self._access)}: {self._message(error)}"
+            ) from None
+
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """An idle connection of this source, or a new one; a connection that failed is dropped."""
-        try:
-            connection = self._idle.get_nowait()
-        except queue.Empty:
-            try:
-                connection = psycopg.connect(
-                    self._url, connect_timeout=10, options=self._options, autocommit=True
-                )
-            except psycopg.Error as error:
-                raise DataUnavailableError(
-                    f"Cannot connect to {where(self._access)}: {_first_line(error)}"
-                ) from None
+        """A connection whose transaction is rolled back after use, so that nothing a statement changed
+        in the session outlives it; a connection that failed is dropped.
+
+        Raises `UnreachableError` before anything was sent: the query service then gives the reservation
+        back, even in the middle of a query.
+        """
+        connection = self._idle_or_new()
         try:
             yield connection
+            connection.rollback()
         except BaseException:
             connection.close()
             raise
@@ -83,7 +119,7 @@ class PostgresSource(DataSource):
                 ]
             except psycopg.Error as error:
                 raise DataUnavailableError(
-                    f"Cannot read {where(self._access)}: {_first_line(error)}"
+                    f"Cannot read {where(self._access)}: {self._message(error)}"
                 ) from None
             missing = [name for name in self.metadata.columns if name not in names]
             if missing:
@@ -92,20 +128,31 @@ class PostgresSource(DataSource):
                     f"{', '.join(missing)}."
                 )
             try:
-                connection.execute(f"SELECT {typed_columns(self.metadata)} FROM {self._table} LIMIT 0")
+                connection.execute(
+                    f"{typed_select(self.metadata, self._table, declared_only=self._declared_only)} LIMIT 0"
+                )
             except psycopg.Error as error:
                 raise DataUnavailableError(
-                    f"{where(self._access)} does not match its metadata: {_first_line(error)}"
+                    f"{where(self._access)} does not match its metadata: {self._message(error)}"
                 ) from None
 
     def check_available(self) -> None:
         """The database answers and the table still has its columns (planned, not run: no row is read)."""
         self._check_table()
 
+    def close(self) -> None:
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
+
     def sql(self, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-        typed = f"WITH {TABLE_NAME} AS (SELECT {typed_columns(self.metadata)} FROM {self._table}) {query}"
+        typed = f"WITH {TABLE_NAME} AS ({typed_select(self.metadata, self._table, declared_only=self._declared_only)}) {query}"
         with self._connection() as connection:
-            cursor = connection.execute(typed)  # type: ignore[call-overload]
+            # The extended protocol (binary) runs exactly one statement, whatever the text holds.
+            cursor = connection.cursor(binary=True)
+            cursor.execute(typed)  # type: ignore[call-overload]
             names = [column.name for column in cursor.description or []]
             rows = [
                 tuple(float(v) if isinstance(v, Decimal) else v for v in row) for row in cursor.fetchall()
@@ -114,7 +161,7 @@ class PostgresSource(DataSource):
 
     def _arrow(self) -> pa.Table:
         def load() -> tuple[pa.Table, int]:
-            copy = f"COPY (SELECT {typed_columns(self.metadata, text_booleans=True)} FROM {self._table}) TO STDOUT WITH (FORMAT csv, HEADER true)"
+            copy = f"COPY ({typed_select(self.metadata, self._table, True, self._declared_only)}) TO STDOUT WITH (FORMAT csv, HEADER true)"
             with tempfile.TemporaryDirectory(prefix="lomas-pg-") as folder:
                 path = Path(folder) / "table.csv"
                 with (
@@ -124,7 +171,11 @@ class PostgresSource(DataSource):
                 ):
                     for chunk in rows:
                         file.write(chunk)
-                table = read_table(path, "csv", self.metadata)
+                table = served_table(
+                    read_table(path, "csv", self.metadata, self._max_load_bytes),
+                    self.metadata,
+                    where(self._access),
+                )
             return table, int(table.nbytes)
 
         return self.memo("arrow", load)

@@ -200,7 +200,10 @@ def _check_status(access: HttpAccess, response: httpx.Response) -> None:
 
 
 def _reason(error: BaseException) -> str:
-    """The first line of a transport error (errno text, TLS failure), short; never a response body."""
+    """The first line of a transport error (errno text, TLS failure), short; never a response body, nor a
+    protocol error's text, which quotes the request's headers."""
+    if isinstance(error, httpx.LocalProtocolError):
+        return type(error).__name__
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return text[:200]
 

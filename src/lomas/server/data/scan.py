@@ -16,7 +16,7 @@ import duckdb
 
 from lomas.core.metadata import Metadata
 from lomas.server.data.base import TABLE_NAME, DataSource
-from lomas.server.data.dtypes import typed_columns
+from lomas.server.data.dtypes import typed_select
 from lomas.server.data.loading import parquet_schema
 
 
@@ -24,9 +24,15 @@ class ScanSource(DataSource):
     holds_frame = False
 
     def __init__(
-        self, path: Path, metadata: Metadata, duckdb_threads: int = 1, memory_limit: str | None = None
+        self,
+        path: Path,
+        metadata: Metadata,
+        duckdb_threads: int = 1,
+        memory_limit: str | None = None,
+        declared_only: bool = True,
     ) -> None:
         super().__init__(metadata)
+        self._declared_only = declared_only
         parquet_schema(path, metadata)  # the columns and their types, checked before any query
         self.path = path.resolve()
         self._duckdb = self._connect(duckdb_threads, memory_limit)
@@ -41,8 +47,9 @@ class ScanSource(DataSource):
         connection.execute(f"SET allowed_paths = ['{location}']")
         connection.execute("SET enable_external_access = false")
         connection.execute("SET lock_configuration = true")
+        scan = f"read_parquet('{location}')"
         connection.execute(
-            f"CREATE VIEW {TABLE_NAME} AS SELECT {typed_columns(self.metadata)} FROM read_parquet('{location}')"
+            f"CREATE VIEW {TABLE_NAME} AS {typed_select(self.metadata, scan, declared_only=self._declared_only)}"
         )
         return connection
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
@@ -60,6 +60,19 @@ class HttpCredentials(_Secret):
     """Headers sent with a download (typically `Authorization: Bearer ...`)."""
 
     headers: dict[str, SecretStr]
+
+    @field_validator("headers")
+    @classmethod
+    def _sendable(cls, headers: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        """Refused here, naming the header only: httpx would refuse them later quoting the value."""
+        for name, value in headers.items():
+            text = value.get_secret_value()
+            if text != text.strip() or any(ord(char) < 32 or ord(char) == 127 for char in text):
+                raise ValueError(
+                    f"the value of header {name!r} has leading or trailing spaces or a control character "
+                    "(a YAML block scalar adds a line break)"
+                )
+        return headers
 
 
 class Secrets(BaseSettings):

@@ -126,7 +126,7 @@ class SmartnoiseSQLEngine(Engine[SmartnoiseSQLCostRequest, SqlPlan]):
                 f"The query is {len(request.query_str)} characters long; the limit is {self._max_query_length}."
             )
         mechanisms = _checked_mechanisms(request.mechanisms)
-        key = (dataset.name, dataset.version, request.query_str, request.epsilon, request.delta, mechanisms)
+        key = (dataset.key, request.query_str, request.epsilon, request.delta, mechanisms)
         with self._lock:
             prepared = self._cache.get(key)
             if prepared is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -29,6 +31,16 @@ class DatasetRecord:
     access: dict[str, Any]
     metadata: Metadata
     version: int
+
+    @property
+    def key(self) -> str:
+        """What caches of this dataset (loaded data, downloads, query plans) are keyed by: a digest of its
+        name, version, access and metadata. The version alone would not do: a dataset deleted and
+        registered again starts over at version 1."""
+        content = json.dumps(
+            [self.name, self.version, self.access, self.metadata.model_dump(mode="json")], sort_keys=True
+        )
+        return hashlib.sha256(content.encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,7 @@ class OpenDPLoggerEngine(Engine[OpenDPCostRequest, LegacyPlan]):
 
     def plan(self, request: OpenDPCostRequest, dataset: DatasetRecord) -> LegacyPlan:
         digest = hashlib.sha256(request.opendp_json.encode()).digest()  # the JSON may be long: keep it small
-        key = (dataset.name, dataset.version, digest, request.fixed_delta)
+        key = (dataset.key, digest, request.fixed_delta)
         return self._plans.get(key, lambda: self._prepare(request, dataset))
 
     def cost(self, plan: LegacyPlan) -> Cost:

@@ -64,7 +64,7 @@ class OpenDPPolarsEngine(Engine[OpenDPCostRequest, PolarsPlan]):
     def plan(self, request: OpenDPCostRequest, dataset: DatasetRecord) -> PolarsPlan:
         loss = _checked_request(request, self._max_plan_chars)
         digest = hashlib.sha256(request.opendp_json.encode()).hexdigest()
-        key = (dataset.name, dataset.version, digest, loss.epsilon, loss.delta, loss.rho, request.fixed_delta)
+        key = (dataset.key, digest, loss.epsilon, loss.delta, loss.rho, request.fixed_delta)
         return self._plans.get(
             key, lambda: self._prepare(request.opendp_json, loss, request.fixed_delta, dataset.metadata)
         )
