@@ -3,9 +3,11 @@
 Planning parses and rewrites the query with SmartNoise-SQL against the public metadata only; the
 rewrite (about 30 ms of parsing in the library) is cached per query text, budget, mechanisms and
 metadata version, because the rewritten query and its mechanisms hold no randomness: noise is drawn
-afresh by each mechanism release. Execution runs the rewritten inner query where the data is (`DataSource.sql`: DuckDB over memory or a
-Parquet file, without other file or network access, or inside PostgreSQL), then lets SmartNoise-SQL
-add noise, censor rare dimensions and post-process.
+afresh by each mechanism release. Planning also refuses what SmartNoise-SQL would let through but the
+databases read otherwise, or could fail on depending on the rows (`smartnoise_sql_checks`), and keeps
+the exact SQL text it checked. Execution runs that text where the data is (`DataSource.sql`: DuckDB
+over memory or a Parquet file, without other file or network access, or inside PostgreSQL), then lets
+SmartNoise-SQL add noise, censor rare dimensions and post-process.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from lomas.core.requests import SmartnoiseSQLCostRequest, SmartnoiseSQLQueryRequ
 from lomas.core.responses import SmartnoiseSQLResult
 from lomas.server.data.base import TABLE_NAME, DataSource
 from lomas.server.engines.base import Cost, Engine
+from lomas.server.engines.smartnoise_sql_checks import check_query, checked_sql
 from lomas.server.store.service import DatasetRecord
 
 _SQL_DIALECT = "Postgres"  # DuckDB also reads the SQL that SmartNoise-SQL writes for PostgreSQL
@@ -69,14 +72,18 @@ class _NoDataReader(SqlReader):
 
 class _SourceReader(SqlReader):
     """Runs SmartNoise-SQL's rewritten (exact aggregate) query where the data is: DuckDB over memory or
-    a Parquet file, or the PostgreSQL database itself."""
+    a Parquet file, or the PostgreSQL database itself. It runs the SQL text checked at planning, and
+    nothing else."""
 
-    def __init__(self, data: DataSource) -> None:
+    def __init__(self, data: DataSource, sql: str) -> None:
         super().__init__(_SQL_DIALECT)
         self._data = data
+        self._sql = sql
 
     def execute(self, query: str, *ignore: Any, accuracy: bool = False) -> list[Any]:
-        names, rows = self._data.sql(query)
+        if query != self._sql:
+            raise RuntimeError("SmartNoise-SQL asked to run SQL other than the SQL checked at planning")
+        names, rows = self._data.sql(self._sql)
         return [tuple(names), *rows]
 
 
@@ -102,6 +109,7 @@ class _Prepared:
     query: Any
     subquery: Any
     outer: Any
+    sql: str  # the text of `subquery`, checked (`smartnoise_sql_checks.checked_sql`): what runs on the data
     cost: Cost
 
 
@@ -148,7 +156,7 @@ class SmartnoiseSQLEngine(Engine[SmartnoiseSQLCostRequest, SqlPlan]):
 
     def run(self, plan: SqlPlan, data: DataSource) -> SmartnoiseSQLResult:
         prepared = plan.prepared
-        reader = _PlannedReader(_SourceReader(data), prepared)
+        reader = _PlannedReader(_SourceReader(data, prepared.sql), prepared)
         rows = reader._execute_ast(prepared.query, postprocess=plan.postprocess)
         if plan.postprocess:
             columns, *values = rows
@@ -181,19 +189,24 @@ def _prepare(
             # Only declared categories are public: other GROUP BY keys are thresholded anyway.
             sn_metadata = snsql_metadata(metadata, True)
             query = PrivateReader(_NoDataReader(), sn_metadata, privacy=privacy).parse_query_string(request.query_str)
+    except Exception as error:  # the library's parser reports unsupported SQL this way
+        raise InvalidQueryError(f"Unsupported or invalid SmartNoise-SQL query: {error}") from error
+    check_query(query, metadata)  # before the library's rewriter, which parses the query again
+    try:
         planner = PrivateReader(_NoDataReader(), sn_metadata, privacy=privacy)
         planner._options.censor_dims = query.censor_dims
         subquery, outer = planner._rewrite_ast(query)
         mechanisms_used = [symbol.mechanism for symbol in subquery._select_symbols]
-    except Exception as error:  # the library's parser and rewriter report unsupported SQL this way
+    except Exception as error:  # the library's rewriter reports unsupported SQL this way
         raise InvalidQueryError(f"Unsupported or invalid SmartNoise-SQL query: {error}") from error
+    sql = checked_sql(subquery)
     _check_runnable(query, subquery, mechanisms_used)
     odometer = OdometerHeterogeneous(privacy)
     for mechanism in mechanisms_used:
         if mechanism is not None:
             odometer.spend(Privacy(epsilon=mechanism.epsilon, delta=mechanism.delta))
     epsilon, delta = odometer.spent
-    return _Prepared(sn_metadata, privacy, query, subquery, outer, Cost(float(epsilon), float(delta)))
+    return _Prepared(sn_metadata, privacy, query, subquery, outer, sql, Cost(float(epsilon), float(delta)))
 
 
 def _groups_by_public_keys(query: Any, metadata: Metadata) -> bool:
@@ -214,6 +227,6 @@ def _check_runnable(query: Any, subquery: Any, mechanisms: list[Any]) -> None:
         if not any(key_counts):
             raise InvalidQueryError("The query needs a key count to censor rare dimensions.")
         try:
-            mechanisms[key_counts.index(True)].threshold
+            _ = mechanisms[key_counts.index(True)].threshold  # computing the threshold checks delta
         except ValueError as error:
             raise InvalidQueryError(f"Rare GROUP BY keys are censored: {error}") from error
