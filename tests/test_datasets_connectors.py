@@ -92,6 +92,7 @@ def setup(
     s3.put_object(Bucket="stats", Key="penguins.parquet", Body=frame.to_parquet(index=False))
     frame.to_parquet(work / "penguins.parquet", index=False)
     pd.concat([frame, frame]).to_parquet(work / "twice.parquet", index=False)  # more rows than declared
+    frame.to_parquet(work / "replaced.parquet", index=False)
     admin_url = _load_postgres(postgres_cluster, frame)
 
     secrets = work / "secrets.yaml"
@@ -128,6 +129,7 @@ def setup(
         "UNKNOWN_SECRET_PG": {"kind": "postgresql", "connection": "nobody", "table": "stats.penguins"},
         "BAD_URL_PG": {"kind": "postgresql", "connection": "malformed", "table": "stats.penguins"},
         "TOO_MANY_ROWS": {"kind": "local", "path": str(work / "twice.parquet")},
+        "REPLACED_SCAN": {"kind": "local", "path": str(work / "replaced.parquet"), "serve": "scan"},
     }
     store.add_user("Ada")
     for name, access in accesses.items():
@@ -278,6 +280,16 @@ def test_rows_with_undeclared_categories_are_never_released(setup: Setup) -> Non
     finally:
         _pg(setup, "DELETE FROM stats.penguins WHERE species = 'Emperor'")
     assert set(by_species["species"]) == {"Adelie", "Chinstrap", "Gentoo"}
+
+
+def test_a_scanned_file_replaced_with_undeclared_categories_never_releases_them(setup: Setup) -> None:
+    client = Client(setup.server.url, "Ada", "REPLACED_SCAN")
+    assert set(client.smartnoise_sql.query(BY_SPECIES, 1.0, 1e-5).df["species"]) == set(_penguins()["species"])
+    emperors = _penguins().head(40).assign(species="Emperor")
+    pd.concat([_penguins().head(300), emperors]).to_parquet(setup.data / "replaced.parquet", index=False)
+    by_species = client.smartnoise_sql.query(BY_SPECIES, 1.0, 1e-5).df
+    assert set(by_species["species"]) == {"Adelie", "Chinstrap", "Gentoo"}
+    assert "rows hold undeclared categories and are left out" in setup.server.log()
 
 
 def test_dropped_pooled_connections_are_replaced_and_a_refused_login_is_not_charged(setup: Setup) -> None:

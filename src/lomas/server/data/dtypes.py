@@ -94,19 +94,27 @@ def _sql_literal(value: str | int) -> str:
     return str(int(value)) if isinstance(value, int) else "'" + value.replace("'", "''") + "'"
 
 
-def declared_rows(metadata: Metadata) -> str | None:
-    """The SQL condition that keeps only rows whose categorical values are declared (or null, where the
-    column is nullable), or None when no column declares categories.
+def _public_key_columns(metadata: Metadata) -> dict[str, list[str] | list[int]]:
+    return {
+        name: column.categories
+        for name, column in metadata.columns.items()
+        if isinstance(column, CATEGORICAL_COLUMNS) and metadata.has_public_keys([name])
+    }
 
-    The metadata makes declared categories public, and SmartNoise-SQL and OpenDP release group keys of
-    such columns without thresholding; a row holding an undeclared value (a table that changed after its
-    registration check) would be released exactly. Every source serves only the declared rows.
+
+def declared_rows(metadata: Metadata) -> str | None:
+    """The SQL condition that keeps only rows whose values in public-key columns are declared (not null),
+    or None when no column has public keys.
+
+    `Metadata.has_public_keys` makes the declared categories of a non-nullable categorical column public,
+    and SmartNoise-SQL and OpenDP release group keys of such columns without thresholding: a row holding
+    another value or a null (a table that changed after its registration check) would be released
+    exactly. Sources serve only the declared rows.
     """
-    conditions = []
-    for name, column in metadata.columns.items():
-        if isinstance(column, CATEGORICAL_COLUMNS):
-            allowed = f"{quoted(name)} IN ({', '.join(_sql_literal(v) for v in column.categories)})"
-            conditions.append(f"({quoted(name)} IS NULL OR {allowed})" if column.nullable else allowed)
+    conditions = [
+        f"{quoted(name)} IN ({', '.join(_sql_literal(value) for value in categories)})"
+        for name, categories in _public_key_columns(metadata).items()
+    ]
     return " AND ".join(conditions) or None
 
 
@@ -122,16 +130,16 @@ def typed_select(
 
 
 def declared_table(table: pa.Table, metadata: Metadata) -> pa.Table:
-    """`table` with the rows of `declared_rows(metadata)` only (the same rule on Arrow data)."""
+    """`table` with the rows of `declared_rows(metadata)` only (the same rule on Arrow data); the table
+    itself, not a copy, when every row is declared."""
     keep = None
-    for name, column in metadata.columns.items():
-        if isinstance(column, CATEGORICAL_COLUMNS):
-            values = table.column(name)
-            allowed = pc.is_in(values, value_set=pa.array(column.categories, type=values.type))
-            if column.nullable:
-                allowed = pc.or_(allowed, pc.is_null(values))
-            keep = allowed if keep is None else pc.and_(keep, allowed)
-    return table if keep is None else table.filter(pc.fill_null(keep, False))
+    for name, categories in _public_key_columns(metadata).items():
+        values = table.column(name)
+        allowed = pc.fill_null(pc.is_in(values, value_set=pa.array(categories, type=values.type)), False)
+        keep = allowed if keep is None else pc.and_(keep, allowed)
+    if keep is None or pc.all(keep).as_py():
+        return table
+    return table.filter(keep)
 
 
 def datetime_columns(metadata: Metadata) -> list[str]:
