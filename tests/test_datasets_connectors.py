@@ -69,6 +69,10 @@ def _load_postgres(cluster: PostgresCluster, frame: pd.DataFrame) -> str:
         with connection.cursor().copy("COPY stats.penguins FROM STDIN WITH (FORMAT csv)") as copy:
             integers = frame.astype({"flipper_length_mm": "Int64", "body_mass_g": "Int64"})
             copy.write(integers.to_csv(index=False, header=False))
+        connection.execute(
+            "CREATE TABLE stats.text_years AS SELECT species, island, bill_length_mm, "
+            "bill_depth_mm, flipper_length_mm, body_mass_g, sex, CAST(year AS text) AS year FROM stats.penguins"
+        )
         connection.execute(f"CREATE ROLE reader LOGIN PASSWORD '{PG_PASSWORD}'")
         connection.execute("GRANT USAGE ON SCHEMA stats TO reader")
         connection.execute("GRANT SELECT ON ALL TABLES IN SCHEMA stats TO reader")
@@ -101,8 +105,12 @@ def setup(
             {
                 "s3": {"minio": {"access_key_id": S3_KEY_ID, "secret_access_key": S3_SECRET}},
                 "postgresql": {
-                    "warehouse": {"url": f"postgresql://reader:{PG_PASSWORD}@127.0.0.1:{postgres_cluster.port}/penguins"},
-                    "malformed": {"url": f"postgres:/reader:{PG_PASSWORD}@127.0.0.1:{postgres_cluster.port}/x"},
+                    "warehouse": {
+                        "url": f"postgresql://reader:{PG_PASSWORD}@127.0.0.1:{postgres_cluster.port}/penguins"
+                    },
+                    "malformed": {
+                        "url": f"postgres:/reader:{PG_PASSWORD}@127.0.0.1:{postgres_cluster.port}/x"
+                    },
                 },
             }
         )
@@ -114,7 +122,11 @@ def setup(
     store = AdminStore(session_factory(engine))
     s3_object = {"kind": "s3", "endpoint_url": s3_server, "bucket": "stats", "credentials": "minio"}
     accesses = {
-        "PENGUIN_HTTP": {"kind": "http", "url": f"{http_server.url}/private/penguins.csv", "credentials": "portal"},
+        "PENGUIN_HTTP": {
+            "kind": "http",
+            "url": f"{http_server.url}/private/penguins.csv",
+            "credentials": "portal",
+        },
         "PENGUIN_S3": s3_object | {"key": "penguins.parquet"},
         "PENGUIN_PG": {"kind": "postgresql", "connection": "warehouse", "table": "stats.penguins"},
         "PENGUIN_SCAN": {"kind": "local", "path": str(work / "penguins.parquet"), "serve": "scan"},
@@ -127,6 +139,7 @@ def setup(
         "NO_KEY_S3": s3_object | {"key": "missing.parquet"},
         "NO_TABLE_PG": {"kind": "postgresql", "connection": "warehouse", "table": "stats.missing"},
         "UNKNOWN_SECRET_PG": {"kind": "postgresql", "connection": "nobody", "table": "stats.penguins"},
+        "TEXT_YEARS_PG": {"kind": "postgresql", "connection": "warehouse", "table": "stats.text_years"},
         "BAD_URL_PG": {"kind": "postgresql", "connection": "malformed", "table": "stats.penguins"},
         "TOO_MANY_ROWS": {"kind": "local", "path": str(work / "twice.parquet")},
         "REPLACED_SCAN": {"kind": "local", "path": str(work / "replaced.parquet"), "serve": "scan"},
@@ -177,7 +190,9 @@ def test_postgresql_answers_from_the_live_table(setup: Setup) -> None:
         after = client.smartnoise_sql.query(COUNT, 10.0, 1e-5).df["n"].iloc[0]
     finally:
         with psycopg.connect(setup.pg_url, autocommit=True) as connection:
-            connection.execute("DELETE FROM stats.penguins WHERE ctid IN (SELECT ctid FROM stats.penguins OFFSET 344)")
+            connection.execute(
+                "DELETE FROM stats.penguins WHERE ctid IN (SELECT ctid FROM stats.penguins OFFSET 344)"
+            )
     assert abs(before - ROWS) < 10 and abs(after - 2 * ROWS) < 10
 
 
@@ -224,10 +239,13 @@ def test_a_scanned_dataset_refuses_libraries_that_load_it_and_spends_nothing(set
         ("NO_TABLE_PG", 'relation "stats.missing" does not exist'),
         ("UNKNOWN_SECRET_PG", "No PostgreSQL connection named 'nobody'"),
         ("BAD_URL_PG", "Cannot connect to postgresql table stats.penguins (connection 'malformed')"),
+        ("TEXT_YEARS_PG", "columns stored as text whose metadata type is not string: year"),
         ("TOO_MANY_ROWS", "has 688 rows, more than the 344 its metadata declares"),
     ],
 )
-def test_unreadable_data_answers_a_clear_error_and_spends_nothing(setup: Setup, dataset: str, cause: str) -> None:
+def test_unreadable_data_answers_a_clear_error_and_spends_nothing(
+    setup: Setup, dataset: str, cause: str
+) -> None:
     client = Client(setup.server.url, "Ada", dataset)
     with pytest.raises(InternalServerError, match="cannot be read right now; no budget was spent"):
         client.smartnoise_sql.query(COUNT, 1.0, 1e-5)
@@ -284,7 +302,9 @@ def test_rows_with_undeclared_categories_are_never_released(setup: Setup) -> Non
 
 def test_a_scanned_file_replaced_with_undeclared_categories_never_releases_them(setup: Setup) -> None:
     client = Client(setup.server.url, "Ada", "REPLACED_SCAN")
-    assert set(client.smartnoise_sql.query(BY_SPECIES, 1.0, 1e-5).df["species"]) == set(_penguins()["species"])
+    assert set(client.smartnoise_sql.query(BY_SPECIES, 1.0, 1e-5).df["species"]) == set(
+        _penguins()["species"]
+    )
     emperors = _penguins().head(40).assign(species="Emperor")
     pd.concat([_penguins().head(300), emperors]).to_parquet(setup.data / "replaced.parquet", index=False)
     by_species = client.smartnoise_sql.query(BY_SPECIES, 1.0, 1e-5).df
@@ -313,7 +333,9 @@ def test_dropped_pooled_connections_are_replaced_and_a_refused_login_is_not_char
 def test_a_dataset_deleted_and_registered_again_serves_its_new_data(setup: Setup) -> None:
     half = setup.data / "half.parquet"
     _penguins().head(172).to_parquet(half, index=False)
-    setup.store.register_dataset("REUSED", {"kind": "local", "path": str(setup.data / "penguins.parquet")}, _metadata())
+    setup.store.register_dataset(
+        "REUSED", {"kind": "local", "path": str(setup.data / "penguins.parquet")}, _metadata()
+    )
     setup.store.grant("Ada", "REUSED", 100.0, 0.01)
     client = Client(setup.server.url, "Ada", "REUSED")
     assert abs(client.smartnoise_sql.query(COUNT, 5.0, 1e-5).df["n"].iloc[0] - ROWS) < 20

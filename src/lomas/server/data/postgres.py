@@ -25,10 +25,12 @@ from psycopg.conninfo import conninfo_to_dict
 from lomas.core.metadata import Metadata
 from lomas.server.data.access import PostgresAccess, where
 from lomas.server.data.base import TABLE_NAME, DataSource
-from lomas.server.data.dtypes import quoted, typed_select
+from lomas.server.data.dtypes import pandas_dtypes, quoted, typed_select
 from lomas.server.data.errors import DataUnavailableError, UnreachableError
 from lomas.server.data.loading import read_table, served_table
 from lomas.server.data.memory import pandas_form, polars_form
+
+_TEXT_TYPES = {25, 1043, 1042, 19, 18}  # the OIDs of text, varchar, char(n), name and "char"
 
 
 class PostgresSource(DataSource):
@@ -113,19 +115,29 @@ class PostgresSource(DataSource):
         """
         with self._connection() as connection:
             try:
-                names = [
-                    column.name
-                    for column in connection.execute(f"SELECT * FROM {self._table} LIMIT 0").description or []
-                ]
+                columns = connection.execute(f"SELECT * FROM {self._table} LIMIT 0").description or []
             except psycopg.Error as error:
                 raise DataUnavailableError(
                     f"Cannot read {where(self._access)}: {self._message(error)}"
                 ) from None
-            missing = [name for name in self.metadata.columns if name not in names]
+            types = {column.name: column.type_code for column in columns}
+            missing = [name for name in self.metadata.columns if name not in types]
             if missing:
                 raise DataUnavailableError(
                     f"{where(self._access)} does not match its metadata: columns missing from the data: "
                     f"{', '.join(missing)}."
+                )
+            # Text cast to a number, a boolean or a date fails on some rows only, and which rows a query
+            # reads depends on its WHERE: the failure would tell whether such a row exists.
+            parsed = [
+                name
+                for name, dtype in pandas_dtypes(self.metadata).items()
+                if dtype != "string" and types[name] in _TEXT_TYPES
+            ]
+            if parsed:
+                raise DataUnavailableError(
+                    f"{where(self._access)} does not match its metadata: columns stored as text whose metadata "
+                    f"type is not string: {', '.join(parsed)}. Give them a SQL type (or serve a view that does)."
                 )
             try:
                 connection.execute(
