@@ -97,6 +97,7 @@ def setup(
     frame.to_parquet(work / "penguins.parquet", index=False)
     pd.concat([frame, frame]).to_parquet(work / "twice.parquet", index=False)  # more rows than declared
     frame.to_parquet(work / "replaced.parquet", index=False)
+    frame.astype({"year": str}).to_parquet(work / "text_years.parquet", index=False)
     admin_url = _load_postgres(postgres_cluster, frame)
 
     secrets = work / "secrets.yaml"
@@ -142,6 +143,7 @@ def setup(
         "TEXT_YEARS_PG": {"kind": "postgresql", "connection": "warehouse", "table": "stats.text_years"},
         "BAD_URL_PG": {"kind": "postgresql", "connection": "malformed", "table": "stats.penguins"},
         "TOO_MANY_ROWS": {"kind": "local", "path": str(work / "twice.parquet")},
+        "TEXT_YEARS_SCAN": {"kind": "local", "path": str(work / "text_years.parquet"), "serve": "scan"},
         "REPLACED_SCAN": {"kind": "local", "path": str(work / "replaced.parquet"), "serve": "scan"},
     }
     store.add_user("Ada")
@@ -239,7 +241,8 @@ def test_a_scanned_dataset_refuses_libraries_that_load_it_and_spends_nothing(set
         ("NO_TABLE_PG", 'relation "stats.missing" does not exist'),
         ("UNKNOWN_SECRET_PG", "No PostgreSQL connection named 'nobody'"),
         ("BAD_URL_PG", "Cannot connect to postgresql table stats.penguins (connection 'malformed')"),
-        ("TEXT_YEARS_PG", "columns stored as text whose metadata type is not string: year"),
+        ("TEXT_YEARS_PG", "columns whose SQL type does not always convert to their metadata type: year"),
+        ("TEXT_YEARS_SCAN", "does not always convert to their metadata type: year (string to int64)"),
         ("TOO_MANY_ROWS", "has 688 rows, more than the 344 its metadata declares"),
     ],
 )

@@ -73,6 +73,17 @@ def test_combinations_of_public_categories_are_thresholded(demo_server: LiveServ
     assert single.delta < 1e-12  # no threshold: only the float slack of the Laplace mechanism
 
 
+def test_public_keys_after_a_where_are_thresholded(demo_server: LiveServer) -> None:
+    """Which species have a bird with a bill over 58 mm is private, though the species are public: with a
+    WHERE, the keys are thresholded (before, this query released exactly the species that pass)."""
+    client = Client(demo_server.url, "Tintin", "PENGUIN")
+    where = "SELECT species, COUNT(*) AS n FROM df WHERE bill_length_mm > 58.0 GROUP BY species"
+    with pytest.raises(InvalidQueryError, match="delta"):
+        client.smartnoise_sql.cost(where, 1.0, 0.0)
+    # One Gentoo has such a bill (59.6 mm): far below the threshold, it is never released.
+    assert client.smartnoise_sql.query(where, 1.0, 1e-5).df.empty
+
+
 @pytest.mark.parametrize(
     ("query", "message"),
     [

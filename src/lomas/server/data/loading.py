@@ -48,7 +48,9 @@ def read_table(
 
 
 def parquet_schema(path: Path, metadata: Metadata) -> pa.Schema:
-    """The file's own schema, checked to have every metadata column in a type castable to the metadata's."""
+    """The file's own schema, checked to have every metadata column in a type that converts to the
+    metadata's on every value (`_widens`): a scan converts while a query runs, and a conversion failing on
+    some rows only would tell, through the query's WHERE, whether such a row exists."""
     if not path.is_file():
         raise DataUnavailableError(f"Data file not found: {path}")
     try:
@@ -59,26 +61,36 @@ def parquet_schema(path: Path, metadata: Metadata) -> pa.Schema:
     failed = [
         f"{field.name} ({schema.field(field.name).type} to {field.type})"
         for field in arrow_schema(metadata)
-        if not _castable(schema.field(field.name).type, field.type)
+        if not _widens(schema.field(field.name).type, field.type)
     ]
     if failed:
         raise DataUnavailableError(
-            f"{path} does not match its metadata: columns whose type cannot be cast to their metadata type: "
-            f"{', '.join(failed)}. A scanned Parquet file must store datetimes as timestamps."
+            f"{path} does not match its metadata: columns whose type does not always convert to their "
+            f"metadata type: {', '.join(failed)}. A scanned Parquet file stores each column in its metadata "
+            "type or a narrower one of the same kind (for example int32 for an int64 column)."
         )
     return schema
 
 
-def _castable(source: pa.DataType, target: pa.DataType) -> bool:
-    if source == target:
+_INTEGERS = {
+    pa.int32(): (pa.int8(), pa.int16(), pa.int32(), pa.uint8(), pa.uint16()),
+    pa.int64(): (pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16(), pa.uint32()),
+}
+
+
+def _widens(source: pa.DataType, target: pa.DataType) -> bool:
+    """Whether every value of `source` converts to `target` (text, and numbers, never fail to become text)."""
+    if source == target or pa.types.is_string(target):
         return True
     if pa.types.is_timestamp(target):
         return pa.types.is_timestamp(source) or pa.types.is_date(source)
-    try:
-        pa.array([], type=source).cast(target)
-    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
-        return False
-    return True
+    if target in _INTEGERS:
+        return source in _INTEGERS[target]
+    if target == pa.float32():
+        return pa.types.is_float16(source)
+    if target == pa.float64():
+        return pa.types.is_floating(source) or source in _INTEGERS[pa.int64()]
+    return False  # booleans: only booleans
 
 
 def _check_columns(names: list[str], metadata: Metadata, path: Path) -> None:

@@ -25,12 +25,22 @@ from psycopg.conninfo import conninfo_to_dict
 from lomas.core.metadata import Metadata
 from lomas.server.data.access import PostgresAccess, where
 from lomas.server.data.base import TABLE_NAME, DataSource
-from lomas.server.data.dtypes import pandas_dtypes, quoted, typed_select
+from lomas.server.data.dtypes import DATETIME_DTYPE, pandas_dtypes, quoted, typed_select
 from lomas.server.data.errors import DataUnavailableError, UnreachableError
 from lomas.server.data.loading import read_table, served_table
 from lomas.server.data.memory import pandas_form, polars_form
 
-_TEXT_TYPES = {25, 1043, 1042, 19, 18}  # the OIDs of text, varchar, char(n), name and "char"
+# The PostgreSQL types (OIDs) that convert to each metadata type on every value. numeric becomes a double
+# (it only fails beyond 1e308), never an integer or a real.
+_INT2, _INT4, _INT8, _FLOAT4, _FLOAT8, _NUMERIC = 21, 23, 20, 700, 701, 1700
+_WIDENING: dict[str, set[int]] = {
+    "Int32": {_INT2, _INT4},
+    "Int64": {_INT2, _INT4, _INT8},
+    "float32": {_FLOAT4},
+    "float64": {_INT2, _INT4, _INT8, _FLOAT4, _FLOAT8, _NUMERIC},
+    "boolean": {16},
+    DATETIME_DTYPE: {1114, 1184, 1082},  # timestamp, timestamptz, date
+}
 
 
 class PostgresSource(DataSource):
@@ -127,17 +137,19 @@ class PostgresSource(DataSource):
                     f"{where(self._access)} does not match its metadata: columns missing from the data: "
                     f"{', '.join(missing)}."
                 )
-            # Text cast to a number, a boolean or a date fails on some rows only, and which rows a query
-            # reads depends on its WHERE: the failure would tell whether such a row exists.
-            parsed = [
+            # A cast that fails on some rows only (text to a number, bigint to integer, double to real)
+            # runs while a query reads, and which rows it reads depends on the query's WHERE: the failure
+            # would tell whether such a row exists. Only conversions that never fail are served.
+            narrowing = [
                 name
                 for name, dtype in pandas_dtypes(self.metadata).items()
-                if dtype != "string" and types[name] in _TEXT_TYPES
+                if dtype != "string" and types[name] not in _WIDENING[dtype]
             ]
-            if parsed:
+            if narrowing:
                 raise DataUnavailableError(
-                    f"{where(self._access)} does not match its metadata: columns stored as text whose metadata "
-                    f"type is not string: {', '.join(parsed)}. Give them a SQL type (or serve a view that does)."
+                    f"{where(self._access)} does not match its metadata: columns whose SQL type does not "
+                    f"always convert to their metadata type: {', '.join(narrowing)}. Store them in their "
+                    "metadata type or a narrower one of the same kind (or serve a view that does)."
                 )
             try:
                 connection.execute(
