@@ -19,6 +19,7 @@ from __future__ import annotations
 import shutil
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -70,6 +71,8 @@ def _handler(server: HttpServer) -> type[SimpleHTTPRequestHandler]:
                     super().do_GET()
             elif parts.path.startswith("/chunked/"):
                 self._chunked(server.root / unquote(parts.path.removeprefix("/chunked/")))
+            elif parts.path.startswith("/slow/"):
+                self._chunked(server.root / unquote(parts.path.removeprefix("/slow/")), chunk_bytes=1, pause_s=0.1)
             else:
                 super().do_GET()
 
@@ -81,7 +84,7 @@ def _handler(server: HttpServer) -> type[SimpleHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
-        def _chunked(self, path: Path) -> None:
+        def _chunked(self, path: Path, chunk_bytes: int = 64 * 1024, pause_s: float = 0.0) -> None:
             if not path.is_file():
                 self._answer(HTTPStatus.NOT_FOUND, b"not found")
                 return
@@ -90,8 +93,13 @@ def _handler(server: HttpServer) -> type[SimpleHTTPRequestHandler]:
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
             with path.open("rb") as source:
-                while chunk := source.read(64 * 1024):
-                    self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                while chunk := source.read(chunk_bytes):
+                    try:
+                        self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                        self.wfile.flush()
+                    except OSError:  # the client gave up
+                        return
+                    time.sleep(pause_s)
             self.wfile.write(b"0\r\n\r\n")
 
     return Handler

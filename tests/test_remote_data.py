@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -361,6 +362,23 @@ def test_s3_unreachable_endpoint(closed_port: int, tmp_path: Path) -> None:
         "(EndpointConnectionError). Check endpoint_url and that the server can reach it."
     )
     assert_nothing_left(tmp_path / "d")
+
+
+def test_a_download_that_trickles_is_stopped_at_its_deadline(http_server: HttpServer, tmp_path: Path) -> None:
+    (http_server.root / "trickle.csv").write_bytes(b"x,y\n" + b"1,2\n" * 50)  # one byte every 0.1 s
+    url = f"{http_server.url}/slow/trickle.csv"
+    started = time.monotonic()
+    message = fails(
+        lambda: local_copy(
+            HttpAccess(url=url), Secrets(), tmp_path / "t", max_bytes=10_000, timeout_s=5, max_seconds=0.5
+        )
+    )
+    assert message == (
+        f"Cannot download {url}: the download takes longer than data.max_download_s allows. Raise the limit "
+        "or serve the file from the server's disk (kind: local)."
+    )
+    assert time.monotonic() - started < 3  # each byte came well within timeout_s: only the deadline stops it
+    assert_nothing_left(tmp_path / "t")
 
 
 def test_s3_size_limit(s3: Any, s3_server: str, tmp_path: Path) -> None:

@@ -510,6 +510,7 @@ def _s3_metadata(access: S3Access, context: DataContext) -> Metadata:
             Path(folder),
             max_bytes=context.max_download_bytes,
             timeout_s=context.download_timeout_s,
+            max_seconds=context.max_download_s,
         )
         return validated(Metadata, read_yaml(path, where(access)), where(access))
 

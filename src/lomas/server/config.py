@@ -239,7 +239,10 @@ class DataSettings(BaseModel):
         default=50 * 2**30, gt=0, description="Largest HTTP or S3 file downloaded."
     )
     download_timeout_s: float = Field(
-        default=60.0, gt=0, description="Connect and read timeout of a download."
+        default=60.0, gt=0, description="Connect and read timeout of each network operation of a download."
+    )
+    max_download_s: float = Field(
+        default=3600.0, gt=0, description="Longest an HTTP or S3 download may take."
     )
     postgres_statement_timeout_s: float = Field(
         default=300.0, gt=0, description="Longest query a PostgreSQL dataset may run."

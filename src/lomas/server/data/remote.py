@@ -12,9 +12,11 @@ answer, and S3 error messages are not passed on (some echo the access key id): o
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tempfile
+import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -51,21 +53,33 @@ _S3_REGION_CODES = {
 
 
 def local_copy(
-    access: HttpAccess | S3Access, secrets: Secrets, directory: Path, *, max_bytes: int, timeout_s: float
+    access: HttpAccess | S3Access,
+    secrets: Secrets,
+    directory: Path,
+    *,
+    max_bytes: int,
+    timeout_s: float,
+    max_seconds: float | None = None,
 ) -> Path:
     """The local copy of the file of `access`, in `directory` (one per dataset version); downloaded if absent.
 
-    Credentials are resolved before anything is created, so an unknown name fails without a trace on disk.
+    `timeout_s` bounds each network operation and `max_seconds` the whole download (a host that sends a
+    byte now and then would otherwise hold a thread until `max_bytes`). Credentials are resolved before
+    anything is created, so an unknown name fails without a trace on disk.
     """
+    deadline = time.monotonic() + max_seconds if max_seconds is not None else math.inf
     target = directory / f"data.{access.file_format}"
     if target.is_file():
         return target
     fetch: Callable[[IO[bytes]], None]
     if isinstance(access, HttpAccess):
         headers = secrets.http_headers(access.credentials) if access.credentials else {}
-        fetch = partial(_download_http, access, headers, max_bytes=max_bytes, timeout_s=timeout_s)
+        fetch = partial(
+            _download_http, access, headers, max_bytes=max_bytes, timeout_s=timeout_s, deadline=deadline
+        )
     else:
-        fetch = partial(_download_s3, access, _s3_client(access, secrets, timeout_s), max_bytes=max_bytes)
+        client = _s3_client(access, secrets, timeout_s)
+        fetch = partial(_download_s3, access, client, max_bytes=max_bytes, deadline=deadline)
     try:
         directory.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(prefix=".download-", suffix=".part", dir=directory)
@@ -99,13 +113,21 @@ def _too_large(access: HttpAccess | S3Access, size: str, max_bytes: int) -> Data
     )
 
 
-def _write_limited(access: HttpAccess | S3Access, chunks: Any, out: IO[bytes], max_bytes: int) -> None:
-    """Copy `chunks` to `out`, stopping as soon as more than `max_bytes` arrived (lengths can lie)."""
+def _write_limited(
+    access: HttpAccess | S3Access, chunks: Any, out: IO[bytes], max_bytes: int, deadline: float
+) -> None:
+    """Copy `chunks` to `out`, stopping as soon as more than `max_bytes` arrived (lengths can lie) or the
+    deadline passed."""
     received = 0
     for chunk in chunks:
         received += len(chunk)
         if received > max_bytes:
             raise _too_large(access, f"more than {max_bytes}", max_bytes)
+        if time.monotonic() > deadline:
+            raise DataUnavailableError(
+                f"Cannot download {where(access)}: the download takes longer than data.max_download_s "
+                "allows. Raise the limit or serve the file from the server's disk (kind: local)."
+            )
         out.write(chunk)
 
 
@@ -127,7 +149,13 @@ def _same_site(origin: httpx.URL, target: httpx.URL) -> bool:
 
 
 def _download_http(
-    access: HttpAccess, headers: dict[str, str], out: IO[bytes], *, max_bytes: int, timeout_s: float
+    access: HttpAccess,
+    headers: dict[str, str],
+    out: IO[bytes],
+    *,
+    max_bytes: int,
+    timeout_s: float,
+    deadline: float,
 ) -> None:
     """GET the URL, following redirects ourselves: the secret headers never leave the original site."""
     location = where(access)
@@ -145,7 +173,7 @@ def _download_http(
                     length = response.headers.get("content-length", "")
                     if length.isdigit() and int(length) > max_bytes:
                         raise _too_large(access, length, max_bytes)
-                    _write_limited(access, response.iter_bytes(CHUNK_BYTES), out, max_bytes)
+                    _write_limited(access, response.iter_bytes(), out, max_bytes, deadline)  # as bytes arrive
                     return
                 finally:
                     response.close()
@@ -243,7 +271,7 @@ def _s3_client(access: S3Access, secrets: Secrets, timeout_s: float) -> Any:
         ) from None
 
 
-def _download_s3(access: S3Access, client: Any, out: IO[bytes], *, max_bytes: int) -> None:
+def _download_s3(access: S3Access, client: Any, out: IO[bytes], *, max_bytes: int, deadline: float) -> None:
     """GET the object; its size is checked on the answer's headers, before any byte of the body is read.
 
     One GetObject rather than HeadObject + GetObject: a HEAD answer has no body, hence no error code,
@@ -256,7 +284,7 @@ def _download_s3(access: S3Access, client: Any, out: IO[bytes], *, max_bytes: in
             size = int(answer.get("ContentLength", 0))
             if size > max_bytes:
                 raise _too_large(access, str(size), max_bytes)
-            _write_limited(access, body.iter_chunks(CHUNK_BYTES), out, max_bytes)
+            _write_limited(access, body.iter_chunks(CHUNK_BYTES), out, max_bytes, deadline)
         finally:
             body.close()
     except botocore.exceptions.ClientError as error:

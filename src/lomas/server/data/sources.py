@@ -25,6 +25,7 @@ class DataContext:
     download_dir: Path
     max_download_bytes: int
     download_timeout_s: float
+    max_download_s: float | None = None
     duckdb_threads: int = 1
     max_load_bytes: int | None = None
     # False to check the data against its metadata (lomas-admin): every row, as it is stored.
@@ -39,6 +40,7 @@ class DataContext:
             download_dir=settings.download_dir,
             max_download_bytes=settings.data.max_download_bytes,
             download_timeout_s=settings.data.download_timeout_s,
+            max_download_s=settings.data.max_download_s,
             duckdb_threads=settings.duckdb_threads,
             max_load_bytes=settings.data.cache_max_bytes,
             duckdb_memory_limit=settings.data.duckdb_memory_limit,
@@ -72,6 +74,7 @@ def open_source(
             context.download_dir / key,
             max_bytes=context.max_download_bytes,
             timeout_s=context.download_timeout_s,
+            max_seconds=context.max_download_s,
         )
     if access.serve == "scan":
         return ScanSource(path, metadata, context.duckdb_threads, context.duckdb_memory_limit, declared_only)
