@@ -346,3 +346,14 @@ def test_a_dataset_deleted_and_registered_again_serves_its_new_data(setup: Setup
     assert setup.store.register_dataset("REUSED", {"kind": "local", "path": str(half)}, _metadata()) == 1
     setup.store.grant("Ada", "REUSED", 100.0, 0.01)
     assert abs(client.smartnoise_sql.query(COUNT, 5.0, 1e-5).df["n"].iloc[0] - 172) < 20
+
+
+def test_a_query_postgresql_cannot_plan_is_refused_without_charge(setup: Setup) -> None:
+    """DuckDB (memory, scan, dummy data) has `%` on floats; PostgreSQL does not, whatever the rows."""
+    modulo = "SELECT COUNT(*) AS n FROM df WHERE bill_length_mm % 2.0 > 1.0"
+    assert len(Client(setup.server.url, "Ada", "PENGUIN_SCAN").smartnoise_sql.query(modulo, 1.0, 1e-5).df) == 1
+    client = Client(setup.server.url, "Ada", "PENGUIN_PG")
+    spent, archived = _spent(client), len(client.get_previous_queries())
+    with pytest.raises(InvalidQueryError, match="PostgreSQL cannot run this query: .*No budget was spent"):
+        client.smartnoise_sql.query(modulo, 1.0, 1e-5)
+    assert (_spent(client), len(client.get_previous_queries())) == (spent, archived)

@@ -25,7 +25,7 @@ from lomas.core.requests import DummyMixin, LomasRequest
 from lomas.core.responses import CostResponse, QueryResponse
 from lomas.server.data.access import parse_access
 from lomas.server.data.cache import DatasetCache
-from lomas.server.data.errors import DataUnavailableError, UnreachableError
+from lomas.server.data.errors import DataUnavailableError, PlanningRefusedError, UnreachableError
 from lomas.server.data.memory import MemorySource
 from lomas.server.dummy import make_dummy_frame
 from lomas.server.engines.base import Engine
@@ -142,6 +142,9 @@ class QueryService:
                 logger.exception("dataset %s unreachable", dataset.name)
                 self.ledger.release(reservation)
                 raise InternalServerError(DATA_UNAVAILABLE) from None
+            except PlanningRefusedError as error:
+                self.ledger.release(reservation)
+                raise InvalidQueryError(f"{error} No budget was spent.") from None
             except BaseException as error:
                 logger.error(
                     "query on %s failed after reading private data (%s)", dataset.name, type(error).__name__

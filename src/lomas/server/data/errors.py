@@ -13,5 +13,10 @@ class UnreachableError(DataUnavailableError):
     a query it means that no private value was read."""
 
 
+class PlanningRefusedError(Exception):
+    """The data's server refused a query while planning it, before reading any row (a function or an
+    operator it does not have). Not charged: the message depends on the query only."""
+
+
 class MissingSecretError(DataUnavailableError):
     """An access document names credentials that the server secrets do not define."""

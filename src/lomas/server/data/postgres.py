@@ -26,7 +26,7 @@ from lomas.core.metadata import Metadata
 from lomas.server.data.access import PostgresAccess, where
 from lomas.server.data.base import TABLE_NAME, DataSource
 from lomas.server.data.dtypes import DATETIME_DTYPE, pandas_dtypes, quoted, typed_select
-from lomas.server.data.errors import DataUnavailableError, UnreachableError
+from lomas.server.data.errors import DataUnavailableError, PlanningRefusedError, UnreachableError
 from lomas.server.data.loading import read_table, served_table
 from lomas.server.data.memory import pandas_form, polars_form
 
@@ -176,6 +176,12 @@ class PostgresSource(DataSource):
         with self._connection() as connection:
             # The extended protocol (binary) runs exactly one statement, whatever the text holds.
             cursor = connection.cursor(binary=True)
+            try:  # planned first: what PostgreSQL refuses whatever the rows is not charged
+                cursor.execute(f"EXPLAIN {typed}")  # type: ignore[call-overload]
+            except psycopg.Error as error:
+                raise PlanningRefusedError(
+                    f"PostgreSQL cannot run this query: {self._message(error)}"
+                ) from None
             cursor.execute(typed)  # type: ignore[call-overload]
             names = [column.name for column in cursor.description or []]
             rows = [
