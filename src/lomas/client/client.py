@@ -25,7 +25,7 @@ from lomas.core.responses import (
 class Client:
     """Talk to a Lomas server as `user_name` about `dataset_name`.
 
-    >>> client = Client("http://127.0.0.1:8000", "Dr. Antartica", "PENGUIN")
+    >>> client = Client("http://127.0.0.1:8000", "Dr. Antartica", "PENGUIN", token="lomas_...")
     >>> client.smartnoise_sql.query("SELECT COUNT(*) AS n FROM df", epsilon=1.0, delta=1e-5).df
     """
 
@@ -36,10 +36,15 @@ class Client:
         dataset_name: str,
         timeout: float = DEFAULT_TIMEOUT_S,
         show_progress: bool = True,
+        token: str | None = None,
     ) -> None:
-        """`timeout` bounds each HTTP request; long queries run as jobs, polled with a spinner on
+        """`token` is the API token the administrator issued (default: the `LOMAS_TOKEN` environment
+        variable); it is sent as `Authorization: Bearer` and decides who you are. `user_name` is still
+        sent as the 0.4 `user-name` header, which only servers in open mode trust.
+
+        `timeout` bounds each HTTP request; long queries run as jobs, polled with a spinner on
         stderr unless `show_progress` is false."""
-        self._http = LomasHttp(url, user_name, dataset_name, timeout, show_progress)
+        self._http = LomasHttp(url, user_name, dataset_name, timeout, show_progress, token)
         self.smartnoise_sql = SmartnoiseSQLClient(self._http)
         self.opendp = OpenDPClient(self._http)
         self.diffprivlib = DiffPrivLibClient(self._http)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -14,6 +15,7 @@ from lomas.core.requests import LIBRARY_REQUESTS
 from lomas.core.responses import CostResponse, JobResponse, JobStatus, QueryResponse
 
 DEFAULT_TIMEOUT_S = 60.0
+TOKEN_ENV = "LOMAS_TOKEN"
 _FIRST_POLL_S = 0.05
 _MAX_POLL_S = 2.0
 
@@ -26,15 +28,16 @@ class LomasHttp:
         dataset_name: str,
         timeout: float = DEFAULT_TIMEOUT_S,
         show_progress: bool = True,
+        token: str | None = None,
     ) -> None:
         self.dataset_name = dataset_name
         self.user_name = user_name
         self.show_progress = show_progress
-        self._client = httpx.Client(
-            base_url=url.rstrip("/"),
-            headers={"user-name": user_name, "Accept": "application/json"},
-            timeout=timeout,
-        )
+        headers = {"user-name": user_name, "Accept": "application/json"}
+        token = token or os.environ.get(TOKEN_ENV, "").strip() or None
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        self._client = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
 
     def post(self, endpoint: str, body: BaseModel) -> Any:
         """POST a request model; return the decoded JSON answer or raise the server's error."""

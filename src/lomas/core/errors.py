@@ -66,6 +66,7 @@ class LomasError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        self.headers: dict[str, str] | None = None  # HTTP headers of the error response
 
     def to_model(self) -> BaseModel:
         raise NotImplementedError

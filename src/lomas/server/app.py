@@ -32,6 +32,7 @@ from lomas.server.queries import QueryService
 from lomas.server.routes import protocol_router
 from lomas.server.store.db import make_engine, session_factory
 from lomas.server.store.service import AdminStore
+from lomas.server.store.tokens import TokenStore
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class Services:
 
     settings: Settings
     store: AdminStore
+    tokens: TokenStore
     queries: QueryService
     engines: dict[DPLibrary, Engine[Any, Any]]
     jobs: JobRunner
@@ -61,6 +63,7 @@ def build_services(settings: Settings) -> Services:
     return Services(
         settings=settings,
         store=store,
+        tokens=TokenStore(sessions),
         queries=QueryService(store, ledger, cache, settings.limits.max_dummy_rows),
         jobs=JobRunner(sessions, settings.jobs.workers, settings.jobs.max_per_user),
         engines={
@@ -74,7 +77,9 @@ def build_services(settings: Settings) -> Services:
 
 async def _lomas_error(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, LomasError)
-    return JSONResponse(error.to_model().model_dump(mode="json"), status_code=error.status_code)
+    return JSONResponse(
+        error.to_model().model_dump(mode="json"), status_code=error.status_code, headers=error.headers
+    )
 
 
 async def _validation_error(_request: Request, error: Exception) -> JSONResponse:

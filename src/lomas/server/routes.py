@@ -30,7 +30,7 @@ from lomas.core.responses import (
     SpentBudgetResponse,
     StateResponse,
 )
-from lomas.server.auth import caller_from_request
+from lomas.server.auth import identify
 from lomas.server.data.dtypes import datetime_columns
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -51,7 +51,9 @@ async def services(request: Request) -> Any:
 
 
 async def caller(request: Request) -> str:
-    return caller_from_request(request, request.app.state.services.settings.auth.open_mode)
+    """Only a presented token costs a store look-up (in the thread pool); the rest does no I/O."""
+    svc = request.app.state.services
+    return await identify(request, svc.settings.auth.open_mode, svc.tokens)
 
 
 Services = Annotated[Any, Depends(services)]

@@ -1,4 +1,4 @@
-"""`lomas-admin`: users, datasets, grants, archives and collection files of a Lomas store.
+"""`lomas-admin`: users, tokens, datasets, grants, archives and collection files of a Lomas store.
 
 Thin: parse the command line, call the AdminStore or `lomas.admin.collections`, print the result.
 Every StoreError (a request that cannot be carried out) is printed as one clear message on stderr
@@ -18,6 +18,7 @@ from lomas.admin.cli.datasets import datasets_app
 from lomas.admin.cli.grants import grants_app
 from lomas.admin.cli.output import get_console
 from lomas.admin.cli.store import StoreOptions
+from lomas.admin.cli.tokens import tokens_app
 from lomas.admin.cli.transfer import export_app, import_app
 from lomas.admin.cli.users import users_app
 from lomas.server.store.service import StoreError
@@ -42,13 +43,15 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
-    help="Administer a Lomas store: users, datasets, budget grants, query archives, 0.4 collection files.",
+    help="Administer a Lomas store: users, API tokens, datasets, budget grants, query archives, 0.4 collection "
+    "files.",
 )
 for _sub_app, _name in (
     (users_app, "users"),
     (datasets_app, "datasets"),
     (grants_app, "grants"),
     (archives_app, "archives"),
+    (tokens_app, "tokens"),
     (import_app, "import"),
     (export_app, "export"),
 ):

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from lomas.core.metadata import Metadata
 from lomas.server.ledger import exact
-from lomas.server.store.models import Dataset, Grant, Job, Query, QueryStatus, User, utcnow
+from lomas.server.store.models import Dataset, Grant, Job, Query, QueryStatus, Token, User, utcnow
 
 
 class StoreError(ValueError):
@@ -89,6 +89,11 @@ class AdminStore:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
 
+    @property
+    def sessions(self) -> sessionmaker[Session]:
+        """The store's sessions, for the services beside this one (tokens, ledger)."""
+        return self._sessions
+
     # -- users ---------------------------------------------------------------------------------
     def add_user(self, name: str, may_query: bool = True) -> None:
         with self._sessions.begin() as session:
@@ -114,12 +119,13 @@ class AdminStore:
             return list(session.scalars(select(User.name).order_by(User.name)))
 
     def delete_user(self, name: str, cascade: bool = False) -> None:
-        """Delete a user; with grants or archived queries only when `cascade` deletes them too."""
+        """Delete a user and their tokens; with grants or archives only when `cascade` deletes them too."""
         with self._sessions.begin() as session:
             user = _user(session, name)
             _delete_dependents(
                 session, Grant.user_id == user.id, Query.user_id == user.id, Job.user_id == user.id, cascade, f"user {name!r}"
             )
+            session.execute(delete(Token).where(Token.user_id == user.id))  # their tokens die with them
             session.delete(user)
 
     def access(self, user_name: str, dataset_name: str) -> Access:
