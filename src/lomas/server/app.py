@@ -28,6 +28,7 @@ from lomas.server.engines.smartnoise_sql import SmartnoiseSQLEngine
 from lomas.server.engines.smartnoise_synth import SmartnoiseSynthEngine
 from lomas.server.jobs import JobRunner
 from lomas.server.ledger import Ledger
+from lomas.server.oidc import OIDCValidator
 from lomas.server.queries import QueryService
 from lomas.server.routes import protocol_router
 from lomas.server.store.db import make_engine, session_factory
@@ -113,10 +114,14 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.services = services
+    oidc = settings.auth.oidc
+    app.state.oidc = OIDCValidator(oidc, services.store.user_exists) if oidc is not None else None
     app.add_exception_handler(LomasError, _lomas_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
     app.include_router(protocol_router())
+    if oidc is not None:
+        logger.info("OIDC: accepting JWT access tokens of %s for audience %s", oidc.issuer, oidc.audience)
     if settings.auth.open_mode:
         logger.warning(
             "Open mode: callers are identified by the unauthenticated 'user-name' header. "

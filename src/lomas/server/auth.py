@@ -1,9 +1,14 @@
 """Who is calling: an API token (`Authorization: Bearer`), or in open mode the 0.4 `user-name` header.
 
+A Bearer value that starts with `lomas_` is an API token of the store; any other is, when `auth.oidc` is
+configured, a JWT access token of the identity provider (see `lomas.server.oidc`; the application puts
+its OIDCValidator in `app.state.oidc`), and is refused otherwise.
+
 A token, when one is presented, always decides (also in open mode): a request that carries a wrong
 token is refused rather than served under the `user-name` it may also carry. Every refused token gets
-the same answer, whatever the reason (unknown, expired, revoked); the reason goes to the server log,
-with the token's id, never the token.
+the same answer, whatever the reason (unknown, expired, revoked; for a JWT also bad issuer, audience or
+signature, unknown user, JWKS unreachable...); the reason goes to the server log, with an API token's id,
+never the token.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 
 from lomas.core.errors import UnauthorizedAccessError
-from lomas.server.store.tokens import InvalidTokenError, TokenStore
+from lomas.server.oidc import InvalidJWTError, OIDCValidator
+from lomas.server.store.tokens import TOKEN_PREFIX, InvalidTokenError, TokenStore
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +53,14 @@ async def identify(request: Request, open_mode: bool, tokens: TokenStore) -> str
     """The Lomas user name of the caller, or an AuthenticationError saying how to identify."""
     token = bearer_token(request)
     if token is not None:
+        oidc: OIDCValidator | None = getattr(request.app.state, "oidc", None)
         try:
-            return await run_in_threadpool(tokens.authenticate, token)
-        except InvalidTokenError as refusal:
+            if token.startswith(TOKEN_PREFIX):
+                return await run_in_threadpool(tokens.authenticate, token)
+            if oidc is None:
+                raise InvalidJWTError("not an API token, and OIDC is not configured")
+            return await run_in_threadpool(oidc.authenticate, token)
+        except (InvalidTokenError, InvalidJWTError) as refusal:
             logger.info("%s %s refused: %s", request.method, request.url.path, refusal)
             raise AuthenticationError(INVALID_TOKEN_MESSAGE, invalid_token=True) from None
     if not open_mode:

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, HttpUrl, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -17,12 +17,50 @@ from pydantic_settings import (
 CONFIG_FILE_ENV = "LOMAS_CONFIG_FILE"
 
 
+# Asymmetric signatures only: "none" and the HMAC family (HS*) are never accepted, since an HS* token
+# "signed" with the provider's public key would verify against it.
+OIDC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "ES256K", "EdDSA"}
+)
+
+
+class OIDCSettings(BaseModel):
+    """Access tokens (JWTs) of an external OpenID Connect identity provider."""
+
+    issuer: str = Field(min_length=1, description="Expected `iss` claim: the provider's issuer URL.")
+    audience: str = Field(min_length=1, description="Expected `aud` claim: the audience of this Lomas server.")
+    jwks_url: HttpUrl = Field(description="The provider's JWKS (public signing keys), http(s).")
+    user_claim: str = Field(
+        default="preferred_username", min_length=1, description="Claim whose value is the Lomas user name."
+    )
+    algorithms: list[str] = Field(
+        default=["RS256", "ES256"],
+        min_length=1,
+        description=f"Accepted signature algorithms, among {', '.join(sorted(OIDC_ALGORITHMS))}.",
+    )
+    leeway_s: float = Field(default=60.0, ge=0, description="Clock skew allowed on `exp`, `nbf` and `iat`.")
+    jwks_cache_s: float = Field(default=300.0, gt=0, description="How long the fetched JWKS is reused.")
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric_only(cls, algorithms: list[str]) -> list[str]:
+        refused = [algorithm for algorithm in algorithms if algorithm not in OIDC_ALGORITHMS]
+        if refused:
+            raise ValueError(
+                f"unsupported algorithm(s) {refused}: only {', '.join(sorted(OIDC_ALGORITHMS))} are accepted"
+            )
+        return algorithms
+
+
 class AuthSettings(BaseModel):
     """How callers are identified."""
 
     open_mode: bool = Field(
         default=False,
         description="Trust the unauthenticated 0.4 `user-name` header. Only for demos and trusted networks.",
+    )
+    oidc: OIDCSettings | None = Field(
+        default=None, description="Also accept JWT access tokens of an OpenID Connect provider. None: off."
     )
 
 
