@@ -1,1 +1,2 @@
-"""Private data access: connectors, cache and the pandas dtypes the server holds data in."""
+"""Private data: where it lives (accesses, secrets, downloads), how it is served (memory, scan,
+PostgreSQL sources), the dataset cache, and the types the server holds data in."""

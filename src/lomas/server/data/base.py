@@ -39,7 +39,8 @@ class DataSource(ABC):
     @property
     def nbytes(self) -> int:
         """Memory held for this dataset: its own data and every form made from it (`memo`)."""
-        return self.own_nbytes() + sum(size for _, size in self._memos.values())
+        with self._memo_lock:  # another thread may be adding a form
+            return self.own_nbytes() + sum(size for _, size in self._memos.values())
 
     def own_nbytes(self) -> int:
         return 0
@@ -51,7 +52,9 @@ class DataSource(ABC):
             key_lock = self._memo_locks.setdefault(key, threading.Lock())
         with key_lock:  # one lock per form: making one form may use another (CSV text from the frame)
             if key not in self._memos:
-                self._memos[key] = build()
+                built = build()
+                with self._memo_lock:
+                    self._memos[key] = built
             value: T = self._memos[key][0]
             return value
 
